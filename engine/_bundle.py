@@ -1,0 +1,176 @@
+"""Finding, verifying and loading model bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ._classifier import Classifier
+from ._errors import ModelError
+from ._formats import FORMATS, get_format
+from ._manifest import MANIFEST_NAME, METADATA_KEY, Artifact, Manifest, read_manifest
+from ._providers import SessionConfig, create_session, resolve
+
+log = logging.getLogger("asinfer")
+
+#: The bundle used when no model is named: $ASINFER_MODEL, else this folder under models/.
+DEFAULT_MODEL = "asinfer-tiny"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def default_model() -> Path:
+    """The model used when none is named: ``$ASINFER_MODEL`` or the shipped one."""
+    return Path(os.environ.get("ASINFER_MODEL") or MODELS_DIR / DEFAULT_MODEL)
+
+
+def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact: str | None = None,
+         threshold: float | None = None, threads: int | None = None) -> Classifier:
+    """Load a model bundle (or a lone ``.onnx`` carrying its manifest).
+
+    Args:
+        path: bundle folder, its ``manifest.json``, or an ``.onnx`` file;
+            default :func:`default_model`.
+        provider: ``auto`` (CUDA when it works, else CPU), ``cpu`` or ``cuda``.
+        artifact: a format name (e.g. ``onnx-fp32``) to force; default: the
+            provider's preference (int8 on CPU, fp16 on CUDA).
+        threshold: decision threshold; default the manifest's.
+        threads: CPU threads for inference and preprocessing; default all cores.
+
+    Returns:
+        A ready :class:`Classifier` (warmed up).
+
+    Raises:
+        ModelError: missing or invalid bundle, a sha256 mismatch, no runnable
+            artifact, or an explicit provider that cannot start.
+        ValueError: unknown provider or artifact name.
+
+    Example:
+        >>> clf = load("models/asinfer-tiny", provider="cpu")  # doctest: +SKIP
+        >>> clf.provider, clf.artifact.format  # doctest: +SKIP
+        ('cpu', 'onnx-int8')
+    """
+    path = Path(path) if path is not None else default_model()
+    if artifact is not None and not get_format(artifact).engine:
+        runnable = [f.name for f in FORMATS.values() if f.engine]
+        raise ValueError(f"artifact {artifact!r} is not run by the engine; choose one of {', '.join(runnable)}")
+    manifest, folder = _locate(path)
+    config = SessionConfig(threads=threads)
+    for prov in resolve(provider):
+        art = _choose(manifest, prov.formats, artifact)
+        if art is None:
+            continue
+        model = _verified_bytes(folder, art) if folder is not None else path.read_bytes()
+        session = create_session(model, prov, config)
+        if session is None:
+            log.warning("provider %s could not start; trying the next one", prov.name)
+            if provider != "auto":
+                raise ModelError(f"provider {prov.name!r} could not start (no device, or its libraries are missing): {prov.install}")
+            continue
+        log.info("using provider %s, artifact %s", prov.name, art.format)
+        return Classifier(manifest, session, art, prov.name, threshold, threads)
+    have = ", ".join(a.format for a in manifest.artifacts) or "none"
+    raise ModelError(f"no runnable artifact in {path} for provider {provider!r} "
+                     f"(artifact={artifact!r}); the bundle has: {have}")
+
+
+def _locate(path: Path) -> tuple[Manifest, Path | None]:
+    """The manifest, and the folder its artifact paths are relative to (None: lone file)."""
+    if path.is_dir():
+        return read_manifest(path / MANIFEST_NAME), path
+    if path.name == MANIFEST_NAME or path.suffix == ".json":
+        return read_manifest(path), path.parent
+    if path.suffix == ".onnx":
+        return _lone_onnx(path), None
+    if not path.exists():
+        raise ModelError(f"model {path} does not exist; pass a bundle folder, manifest.json or .onnx file")
+    raise ModelError(f"{path} is not a model bundle: pass a bundle folder, manifest.json or .onnx file")
+
+
+def _lone_onnx(path: Path) -> Manifest:
+    """The manifest embedded in an ONNX file, with that file as its only artifact."""
+    meta = read_onnx_metadata(path)
+    if METADATA_KEY not in meta:
+        raise ModelError(f"{path} carries no asinfer manifest in its metadata "
+                         f"(key {METADATA_KEY!r}); load its bundle folder instead")
+    manifest = Manifest.from_json(meta[METADATA_KEY], origin=f"{path} metadata")
+    own = next((a for a in manifest.artifacts if a.file == path.name), None)
+    fmt = own.format if own else "onnx-fp32"
+    data = path.read_bytes()
+    art = Artifact(fmt, path.name, hashlib.sha256(data).hexdigest(), len(data))
+    return replace(manifest, artifacts=(art,))
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file, read with onnxruntime (no onnx package needed)."""
+    import onnxruntime as ort
+
+    if not path.exists():
+        raise ModelError(f"model {path} does not exist")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path} is not a loadable ONNX model: {' '.join(str(exc).split())[:300]}") from None
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+def _choose(manifest: Manifest, preference: tuple[str, ...], forced: str | None) -> Artifact | None:
+    for fmt in (forced,) if forced else preference:
+        art = manifest.artifact(fmt)
+        if art is not None:
+            return art
+    return None
+
+
+def _verified_bytes(folder: Path, art: Artifact) -> bytes:
+    """The artifact's bytes, after checking size and sha256 against the manifest.
+
+    Hashing the very bytes handed to ONNX Runtime leaves no window for the
+    file to change between the check and the load.
+    """
+    file = folder / art.file
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"artifact {art.format} ({file}) cannot be read: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != art.sha256:
+        raise ModelError(f"sha256 mismatch for {file}: manifest says {art.sha256[:16]}..., file is "
+                         f"{digest[:16]}... ({len(data)} bytes); refusing to load a modified artifact")
+    return data
+
+
+def verify(path: str | os.PathLike) -> dict[str, str]:
+    """Check every artifact of a bundle: format -> "ok" | "missing" | "sha256 mismatch"."""
+    manifest, folder = _locate(Path(path))
+    if folder is None:
+        return {a.format: "ok (lone file, no recorded hash)" for a in manifest.artifacts}
+    status = {}
+    for art in manifest.artifacts:
+        try:
+            _verified_bytes(folder, art)
+            status[art.format] = "ok"
+        except ModelError as exc:
+            status[art.format] = "missing" if "cannot be read" in str(exc) else "sha256 mismatch"
+    return status
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_artifact(folder: Path, file: str, fmt: str) -> Artifact:
+    """An :class:`Artifact` record for ``folder/file`` (what the trainer writes)."""
+    get_format(fmt)
+    path = Path(folder) / file
+    return Artifact(fmt, file, sha256_file(path), path.stat().st_size)

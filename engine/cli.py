@@ -1,0 +1,255 @@
+"""The ``asinfer`` command line. Bodies stay thin: parse, call the library, render."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._version import __version__
+
+HELP = """Screen sacroiliac-joint / spine MRI slices for axial spondyloarthritis (AS).
+
+Research software, not a diagnostic device. The shipped models were trained on
+synthetic phantoms.
+
+Examples:
+
+  asinfer predict series/ slice.png          # every slice, table on stdout
+
+  asinfer predict scans/ --format csv --output results.csv
+
+  asinfer predict one.dcm --provider cuda --format json
+
+  asinfer info                               # shipped model, hashes, providers
+
+  asinfer synth demo --patients 4 --format dicom   # synthetic phantom dataset
+
+Exit codes: 0 every input predicted; 1 some inputs failed (each has a row with
+its reason); 2 usage or model error.
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ProviderChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"asinfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """asinfer: edge inference for AS screening on MRI (research use only)."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle folder, manifest.json or .onnx file [default: shipped model, or $ASINFER_MODEL].")]
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively; DICOM found by content).")],
+    model: ModelOpt = None,
+    provider: Annotated[ProviderChoice, typer.Option(help="Where to run: auto takes CUDA when it works, else CPU.")] = ProviderChoice.auto,
+    artifact: Annotated[Optional[str], typer.Option(help="Force an artifact format, e.g. onnx-fp32 [default: int8 on CPU, fp16 on CUDA].")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Slices per inference call.")] = 8,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Decision threshold [default: the model's].")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: all cores].")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table for people, json/csv for machines.")] = OutputFormat.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
+) -> None:
+    """Predict every slice of every input: one row per slice, or per failed input."""
+    import engine
+
+    try:
+        clf = engine.load(model, provider=provider.value, artifact=artifact, threshold=threshold, threads=threads)
+    except (engine.ModelError, ValueError, OSError) as exc:
+        raise _fail(str(exc))
+    results = _run_with_progress(clf, paths, batch_size)
+    text = _render(results, clf, fmt)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    _summary(results, clf, output)
+    raise typer.Exit(EXIT_SOME_FAILED if any(not r.ok for r in results) else EXIT_OK)
+
+
+def _run_with_progress(clf, paths, batch_size):
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    results = []
+    with Progress(SpinnerColumn(), TextColumn("{task.completed} slices"), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("predict", total=None)
+        for result in clf.iter_predict(paths, batch_size=batch_size):
+            results.append(result)
+            progress.advance(task)
+    return results
+
+
+def _render(results, clf, fmt: OutputFormat) -> str:
+    if fmt is OutputFormat.json:
+        return json.dumps({"model": _model_summary(clf), "results": [r.to_dict() for r in results]}, indent=2) + "\n"
+    if fmt is OutputFormat.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["source", "frame", "probability", "label", "error"])
+        for r in results:
+            writer.writerow([r.source, "" if r.frame is None else r.frame,
+                             "" if r.probability is None else f"{r.probability:.6f}", r.label or "", r.error or ""])
+        return buf.getvalue()
+    return _table(results)
+
+
+def _table(results) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for col, justify in (("source", "left"), ("frame", "right"), ("probability", "right"), ("label", "left"), ("error", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for r in results:
+        table.add_row(r.source, "" if r.frame is None else str(r.frame),
+                      "" if r.probability is None else f"{r.probability:.4f}", r.label or "", r.error or "")
+    console = Console(file=io.StringIO(), width=max(100, Console().width), soft_wrap=False)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()
+
+
+def _model_summary(clf) -> dict:
+    m = clf.manifest
+    return {"name": m.name, "version": m.version, "artifact": clf.artifact.format, "sha256": clf.artifact.sha256,
+            "provider": clf.provider, "threshold": clf.threshold, "labels": list(m.labels),
+            "synthetic_training_data": m.synthetic_training_data, "notice": m.notice}
+
+
+def _summary(results, clf, output: Optional[Path]) -> None:
+    failed = sum(not r.ok for r in results)
+    positive = sum(r.ok and r.label == clf.manifest.labels[1] for r in results)
+    m = clf.manifest
+    lines = [f"{len(results) - failed} slices predicted ({positive} {m.labels[1]}), {failed} failed; "
+             f"model {m.name} {m.version}, {clf.artifact.format} on {clf.provider}"
+             + (f"; results in {output}" if output else "")]
+    if m.synthetic_training_data:
+        lines.append("note: this model was trained on synthetic phantoms. " + m.notice)
+    else:
+        lines.append("note: " + m.notice)
+    typer.echo("\n".join(lines), err=True)
+
+
+@app.command()
+def info(
+    model: Annotated[Optional[Path], typer.Argument(help="Bundle folder, manifest.json or .onnx [default: shipped model].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and checks as JSON.")] = False,
+) -> None:
+    """Show a model's manifest, its artifacts and their sha256 checks, and the available providers."""
+    import engine
+    from engine._bundle import _locate
+
+    path = model or engine.default_model()
+    try:
+        manifest, _ = _locate(Path(path))
+        checks = engine.verify(path)
+        providers = engine.available_providers()
+    except (engine.ModelError, ValueError, OSError) as exc:
+        raise _fail(str(exc))
+    if as_json:
+        data = {"path": str(path), "manifest": json.loads(manifest.to_json()), "checks": checks, "providers": providers}
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"model       {manifest.name} {manifest.version}  ({path})")
+    typer.echo(f"labels      {manifest.labels[0]} / {manifest.labels[1]}, threshold {manifest.threshold:g}")
+    spec = manifest.input
+    typer.echo(f"input       {spec.name}: {spec.dtype} [N, {spec.height}, {spec.width}, {spec.channels}] {spec.layout}")
+    pre = manifest.preprocessing
+    typer.echo(f"preprocess  CLAHE clip {pre.clahe_clip_limit:g}, tiles {pre.clahe_tile_grid[0]}x{pre.clahe_tile_grid[1]}, "
+               f"resize {pre.resize_down}/{pre.resize_up}, >8-bit: VOI window else p{pre.percentile_low:g}-p{pre.percentile_high:g}")
+    typer.echo("artifacts")
+    for a in manifest.artifacts:
+        typer.echo(f"  {a.format:<12} {a.file:<22} {a.bytes:>11,} B  sha256 {a.sha256[:16]}…  {checks.get(a.format, '?')}")
+    typer.echo(f"providers   {', '.join(providers)}")
+    if manifest.metrics:
+        typer.echo("metrics     " + ", ".join(f"{k} {v}" for k, v in manifest.metrics.items() if not isinstance(v, (dict, list))))
+    typer.echo(f"training    {'SYNTHETIC phantoms' if manifest.synthetic_training_data else manifest.training.get('data', '?')}")
+    typer.echo(f"notice      {manifest.notice}")
+    if any(v != "ok" and not v.startswith("ok") for v in checks.values()):
+        raise typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder.")],
+    patients: Annotated[int, typer.Option(min=1, help="Virtual patients (one series each).")] = 10,
+    slices: Annotated[int, typer.Option(min=1, max=200, help="Slices per series.")] = 12,
+    fmt: Annotated[str, typer.Option("--format", help="png or dicom.")] = "png",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
+    profile: Annotated[str, typer.Option(help="Scanner profile (contrast, noise, bias).")] = "default",
+    positive_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of ASAS-positive patients.")] = 0.5,
+) -> None:
+    """Write a synthetic phantom dataset (class folders + labels.csv). Not patient data."""
+    phantoms = _trainer_module("trainer.phantoms")
+    if fmt not in ("png", "dicom"):
+        raise _fail(f"Invalid format {fmt!r}. Valid: png, dicom.")
+    if profile not in phantoms.PROFILES:
+        raise _fail(f"Invalid profile {profile!r}. Valid: {', '.join(phantoms.PROFILES)}.")
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("phantoms", total=patients)
+        summary = phantoms.write_dataset(out, patients=patients, slices=slices, fmt=fmt, seed=seed, profile=profile,
+                                         positive_fraction=positive_fraction,
+                                         progress=lambda done, total: progress.update(task, completed=done))
+    typer.echo(f"wrote {summary.n_slices} slices of {summary.n_patients} synthetic patients to {out} "
+               f"({summary.n_positive_series} ASAS-positive series); labels in {summary.csv_path}")
+
+
+def _trainer_module(name: str):
+    """Import a trainer module, or exit with the install hint."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise _fail(f"{name} is unavailable ({exc}); install the trainer: pip install 'asinfer[train]'")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

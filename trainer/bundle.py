@@ -1,0 +1,50 @@
+"""Writing model bundles: embed the manifest in ONNX files, hash, write manifest.json."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import replace
+from pathlib import Path
+
+from engine import FORMATS, METADATA_KEY, Artifact, Manifest, make_artifact
+from engine._manifest import MANIFEST_NAME
+
+
+def write_bundle(folder: Path, manifest: Manifest, files: dict[str, str]) -> Manifest:
+    """Finish a bundle whose artifact files already sit in ``folder``.
+
+    Each ONNX artifact gets the manifest in its ``metadata_props`` (with the
+    artifact list reduced to that file, whose hash it cannot contain), then
+    every artifact is hashed and ``manifest.json`` written.
+
+    Args:
+        folder: the bundle folder.
+        manifest: everything but ``artifacts``.
+        files: format name -> file name inside ``folder``.
+
+    Returns:
+        The manifest as written.
+    """
+    folder = Path(folder)
+    unknown = set(files) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown format(s) {sorted(unknown)}; valid: {', '.join(FORMATS)}")
+    if not manifest.created:
+        manifest = replace(manifest, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    for fmt, name in files.items():
+        if name.endswith(".onnx"):
+            embed_manifest(folder / name, replace(manifest, artifacts=(Artifact(fmt, name, "", 0),)))
+    final = replace(manifest, artifacts=tuple(make_artifact(folder, name, fmt) for fmt, name in files.items()))
+    (folder / MANIFEST_NAME).write_text(final.to_json(), encoding="utf-8")
+    return final
+
+
+def embed_manifest(path: Path, manifest: Manifest) -> None:
+    """Store ``manifest`` as JSON in the ONNX file's ``metadata_props``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props[METADATA_KEY] = manifest.to_json()
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
