@@ -96,8 +96,8 @@ def _lone_onnx(path: Path) -> Manifest:
         raise ModelError(f"{path} carries no asinfer manifest in its metadata "
                          f"(key {METADATA_KEY!r}); load its bundle folder instead")
     manifest = Manifest.from_json(meta[METADATA_KEY], origin=f"{path} metadata")
-    own = next((a for a in manifest.artifacts if a.file == path.name), None)
-    fmt = own.format if own else "onnx-fp32"
+    # write_bundle embeds exactly one artifact entry: the file itself (its format).
+    fmt = manifest.artifacts[0].format if len(manifest.artifacts) == 1 else "onnx-fp32"
     data = path.read_bytes()
     art = Artifact(fmt, path.name, hashlib.sha256(data).hexdigest(), len(data))
     return replace(manifest, artifacts=(art,))

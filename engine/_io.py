@@ -239,7 +239,12 @@ def _read_dicom(path: Path, max_pixels: int) -> list[Frame]:
     }
     window = _voi_window(ds) if grey else None
     invert = photometric == "MONOCHROME1"
-    return [Frame(np.ascontiguousarray(img), str(path), i, window, invert, dict(info)) for i, img in enumerate(stack)]
+    return [Frame(_native(img), str(path), i, window, invert, dict(info)) for i, img in enumerate(stack)]
+
+
+def _native(img: np.ndarray) -> np.ndarray:
+    """Contiguous, native byte order (big-endian DICOM decodes to '>i2')."""
+    return np.ascontiguousarray(img, dtype=img.dtype.newbyteorder("="))
 
 
 def _dicom_dataset(path: Path):

@@ -1,0 +1,141 @@
+"""Bundles: manifest round trip and validation, sha256 refusal, lone ONNX, artifact and provider choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import engine
+from engine import Manifest, ModelError
+from engine import _providers
+
+from conftest import SIZE
+
+
+def test_manifest_json_round_trip(tiny_bundle):
+    manifest = engine._manifest.read_manifest(tiny_bundle / "manifest.json")
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    assert manifest.input.height == SIZE and manifest.schema_version == engine._manifest.SCHEMA_VERSION
+    assert {a.format for a in manifest.artifacts} == {"onnx-fp32", "onnx-int8"}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"schema_version": 99}, "schema_version 99"),
+    ({"threshold": 1.5}, "threshold 1.5"),
+    ({"labels": ["only one"]}, "labels must be two"),
+    ({"colour": "blue"}, "unknown field"),
+    ({"input": {"dtype": "float32"}}, "input must be uint8"),
+    ({"artifacts": [{"format": "onnx-int4", "file": "m.onnx", "sha256": "", "bytes": 0}]}, "unknown format"),
+])
+def test_invalid_manifest_is_refused_with_the_reason(tiny_bundle, change, message):
+    data = json.loads((tiny_bundle / "manifest.json").read_text())
+    data.update(change)
+    with pytest.raises(ModelError, match=message):
+        Manifest.from_dict(data)
+
+
+def test_manifest_that_is_not_json():
+    with pytest.raises(ModelError, match="not valid JSON"):
+        Manifest.from_json("{'python': 'dict'}")
+
+
+def test_cpu_prefers_int8_and_artifact_can_be_forced(tiny_bundle):
+    assert engine.load(tiny_bundle, provider="cpu").artifact.format == "onnx-int8"
+    assert engine.load(tiny_bundle, provider="cpu", artifact="onnx-fp32").artifact.format == "onnx-fp32"
+
+
+def test_auto_on_a_cpu_build_takes_cpu(tiny_bundle):
+    assert engine.load(tiny_bundle).provider == "cpu"
+
+
+def test_manifest_file_path_also_loads(tiny_bundle):
+    assert engine.load(tiny_bundle / "manifest.json").manifest.name == "asinfer-tiny"
+
+
+def test_sha256_mismatch_is_refused(bundle_copy):
+    path = bundle_copy / "model.int8.onnx"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        engine.load(bundle_copy, provider="cpu")
+    assert engine.verify(bundle_copy) == {"onnx-fp32": "ok", "onnx-int8": "sha256 mismatch"}
+
+
+def test_missing_artifact_file(bundle_copy):
+    (bundle_copy / "model.int8.onnx").unlink()
+    with pytest.raises(ModelError, match="cannot be read"):
+        engine.load(bundle_copy, provider="cpu")
+
+
+def test_lone_onnx_describes_itself(tiny_bundle, tmp_path):
+    lone = tmp_path / "moved.onnx"
+    shutil.copy(tiny_bundle / "model.int8.onnx", lone)
+    clf = engine.load(lone, provider="cpu")
+    assert clf.manifest.name == "asinfer-tiny"
+    assert clf.artifact.format == "onnx-int8"
+    assert clf.run(np.zeros((2, SIZE, SIZE, 1), np.uint8)).shape == (2,)
+
+
+def test_onnx_without_manifest_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from trainer.tiny import build_tiny_model
+
+    onnx.save(build_tiny_model(SIZE), str(tmp_path / "bare.onnx"))
+    with pytest.raises(ModelError, match="carries no asinfer manifest"):
+        engine.load(tmp_path / "bare.onnx")
+
+
+def test_not_a_model(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"not protobuf")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        engine.load(tmp_path / "x.onnx")
+    with pytest.raises(ModelError, match="does not exist"):
+        engine.load(tmp_path / "nothing-here")
+
+
+def test_unknown_provider_and_artifact_names_suggest_fixes(tiny_bundle):
+    with pytest.raises(ValueError, match="Did you mean 'cuda'"):
+        engine.load(tiny_bundle, provider="cudaa")
+    with pytest.raises(ValueError, match="Did you mean 'onnx-int8'"):
+        engine.load(tiny_bundle, artifact="onnx-int"+"9")
+    with pytest.raises(ValueError, match="not run by the engine"):
+        engine.load(tiny_bundle, artifact="tflite-int8")
+
+
+def test_explicit_cuda_without_it_is_a_clear_error(tiny_bundle, monkeypatch):
+    monkeypatch.setattr(_providers, "available", lambda: ["cpu"])
+    with pytest.raises(ModelError, match=r"provider 'cuda' is not available.*asinfer\[gpu\]"):
+        engine.load(tiny_bundle, provider="cuda")
+
+
+def test_auto_falls_back_to_cpu_when_cuda_cannot_start(tiny_bundle, monkeypatch, caplog):
+    """A CUDA build without a usable device: auto says so and runs on CPU with the CPU artifact."""
+    monkeypatch.setattr(_providers, "available", lambda: ["cuda", "cpu"])
+    real = _providers.create_session
+    tried = []
+
+    def fake(model, provider, config=_providers.SessionConfig()):
+        tried.append(provider.name)
+        return None if provider.name == "cuda" else real(model, provider, config)
+
+    monkeypatch.setattr(engine._bundle, "create_session", fake)
+    with caplog.at_level("WARNING", logger="asinfer"):
+        clf = engine.load(tiny_bundle, provider="auto")
+    assert tried == ["cuda", "cpu"]
+    assert (clf.provider, clf.artifact.format) == ("cpu", "onnx-int8")
+    assert "provider cuda could not start" in caplog.text
+    with pytest.raises(ModelError, match="'cuda' could not start"):
+        engine.load(tiny_bundle, provider="cuda")
+
+
+def test_bundle_without_a_runnable_artifact(bundle_copy):
+    manifest = engine._manifest.read_manifest(bundle_copy / "manifest.json")
+    keep = tuple(a for a in manifest.artifacts if a.format == "onnx-fp32")
+    (bundle_copy / "manifest.json").write_text(replace(manifest, artifacts=keep).to_json())
+    with pytest.raises(ModelError, match="no runnable artifact.*onnx-fp32"):
+        engine.load(bundle_copy, artifact="onnx-fp16")

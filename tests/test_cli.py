@@ -1,0 +1,116 @@
+"""The asinfer CLI through typer's CliRunner: formats, output file, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+from conftest import dicom_file, rng_image
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    folder = tmp_path / "scan folder"
+    folder.mkdir()
+    shutil.copy(dicom_file("MR_small.dcm"), folder / "IM 0001.dcm")
+    cv2.imwrite(str(folder / "slice two.png"), rng_image((80, 80)))
+    return folder
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("asinfer ")
+
+
+def test_help_lists_commands_and_exit_codes():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for word in ("predict", "info", "synth", "Exit codes"):
+        assert word in result.stdout
+
+
+def test_predict_table(inputs, tiny_bundle):
+    result = invoke("predict", inputs, "--model", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    assert "IM 0001.dcm" in result.stdout and "slice two.png" in result.stdout
+    assert "2 slices predicted" in result.stderr
+
+
+def test_predict_json(inputs, tiny_bundle):
+    result = invoke("predict", inputs, "-m", tiny_bundle, "--format", "json", "--provider", "cpu")
+    data = json.loads(result.stdout)
+    assert result.exit_code == 0
+    assert data["model"]["artifact"] == "onnx-int8" and data["model"]["provider"] == "cpu"
+    assert len(data["results"]) == 2 and all(0 <= r["probability"] <= 1 for r in data["results"])
+
+
+def test_predict_csv_to_file_with_a_failure(inputs, tiny_bundle, tmp_path):
+    (inputs / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    out = tmp_path / "out dir" / "results.csv"
+    out.parent.mkdir()
+    result = invoke("predict", inputs, "-m", tiny_bundle, "-f", "csv", "-o", out)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["source"].rsplit("/", 1)[-1] for r in rows] == ["IM 0001.dcm", "broken.dcm", "slice two.png"]
+    assert rows[1]["error"] and not rows[1]["probability"] and rows[0]["label"] in ("AS", "no AS")
+    assert "1 failed" in result.stderr and "Traceback" not in result.output
+
+
+def test_threshold_and_batch_options(inputs, tiny_bundle):
+    result = invoke("predict", inputs, "-m", tiny_bundle, "-f", "json", "--threshold", "0", "--batch-size", "1")
+    assert {r["label"] for r in json.loads(result.stdout)["results"]} == {"AS"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "/no/such/model"], "does not exist"),
+    (["--artifact", "onnx-fp8"], "Invalid format"),
+    (["--provider", "cuda"], "not available"),
+])
+def test_model_and_usage_errors_exit_2_without_traceback(inputs, tiny_bundle, args, message):
+    base = [] if "--model" in args else ["--model", tiny_bundle]
+    result = invoke("predict", inputs, *base, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_bad_option_value_exits_2(inputs):
+    assert invoke("predict", inputs, "--batch-size", "0").exit_code == 2
+    assert invoke("predict", inputs, "--format", "xml").exit_code == 2
+
+
+def test_info_shows_artifacts_hashes_and_providers(tiny_bundle):
+    result = invoke("info", tiny_bundle)
+    assert result.exit_code == 0
+    assert "onnx-int8" in result.stdout and "sha256" in result.stdout and "cpu" in result.stdout
+    data = json.loads(invoke("info", tiny_bundle, "--json").stdout)
+    assert data["checks"] == {"onnx-fp32": "ok", "onnx-int8": "ok"}
+
+
+def test_info_flags_a_tampered_bundle(bundle_copy):
+    (bundle_copy / "model.fp32.onnx").write_bytes(b"tampered")
+    result = invoke("info", bundle_copy)
+    assert result.exit_code == 2 and "sha256 mismatch" in result.stdout
+
+
+def test_shipped_model_and_console_script():
+    """The installed `asinfer` script answers, and the default model loads."""
+    out = subprocess.run([sys.executable, "-m", "engine", "info", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["manifest"]["artifacts"]
