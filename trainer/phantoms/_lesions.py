@@ -1,0 +1,259 @@
+"""Sacroiliitis-like lesions, their mimics, and the ASAS rule.
+
+Lesions (the only thing slice truth counts) are subchondral bone-marrow oedema:
+soft, patchy hyperintense regions in the marrow directly beside a joint space,
+on the iliac or sacral side, spanning one or more consecutive slices. Mimics are
+drawn from the same distribution for positive and negative series, so they
+carry no label information; a model must look at where and how big a bright
+region is, not merely whether one exists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ._anatomy import SIDE_NAME, SIDES, JointLine, SliceAnatomy, Tissues
+from ._canvas import Canvas, ellipse, smooth_noise
+
+MIN_LESION_MM2 = 12.0  # smaller visible remnants do not count as a lesion on that slice
+
+
+@dataclass(frozen=True)
+class LesionPlan:
+    """One oedema lesion of a series, before rendering."""
+
+    lesion_id: int
+    side: int  # -1 image left (patient right), +1 image right
+    bone: str  # "ilium" or "sacrum"
+    first_slice: int
+    n_slices: int
+    u: float  # position along the joint, 0 anterior .. 1 posterior
+    length_mm: float  # extent along the joint
+    depth_mm: float  # extent into the bone
+    amplitude: float  # added STIR intensity at the lesion core
+
+    def covers(self, i: int) -> bool:
+        return self.first_slice <= i < self.first_slice + self.n_slices
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One lesion as it appears on one slice (the per-slice truth)."""
+
+    lesion_id: int
+    slice_index: int
+    side: str  # patient side, "R" or "L"
+    bone: str
+    center_px: tuple[float, float]  # (x, y) in pixels
+    area_px: int
+    area_mm2: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A non-lesion finding: a mimic, a degenerative change or a chronic sign."""
+
+    kind: str
+    side: int
+    slices: tuple[int, ...]
+    u: float
+    size_mm: float
+    amplitude: float
+    bone: str = "ilium"
+
+
+def meets_asas(lesions_per_slice: list[list[Lesion]]) -> bool:
+    """ASAS MRI rule for active sacroiliitis on a series.
+
+    Two or more oedema lesions on one slice, or one lesion (or more) on each of
+    two consecutive slices.
+    """
+    counts = [len(ls) for ls in lesions_per_slice]
+    if any(c >= 2 for c in counts):
+        return True
+    return any(a and b for a, b in zip(counts, counts[1:]))
+
+
+def plan_lesions(rng: np.random.Generator, n_slices: int, positive: bool) -> list[LesionPlan]:
+    """Draw the oedema lesions of a series; a positive plan always meets ASAS."""
+    if not positive:
+        return []
+    count = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1]))
+    plans: list[LesionPlan] = []
+    for _ in range(40 * count):
+        if len(plans) == count:
+            break
+        cand = _draw_lesion(rng, len(plans), n_slices)
+        if not any(_overlaps(cand, p) for p in plans):
+            plans.append(cand)
+    return _ensure_asas(plans, n_slices)
+
+
+def _draw_lesion(rng: np.random.Generator, lesion_id: int, n_slices: int) -> LesionPlan:
+    span = min(n_slices, int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1])))
+    return LesionPlan(
+        lesion_id=lesion_id, side=int(rng.choice(SIDES)),
+        bone="ilium" if rng.random() < 0.6 else "sacrum",  # iliac side is hit more often
+        first_slice=int(rng.integers(0, n_slices - span + 1)), n_slices=span,
+        u=float(rng.uniform(0.15, 0.85)), length_mm=float(rng.uniform(14, 28)),
+        depth_mm=float(rng.uniform(9, 16)), amplitude=float(rng.uniform(0.5, 0.85)),
+    )
+
+
+def _overlaps(a: LesionPlan, b: LesionPlan) -> bool:
+    same_place = a.side == b.side and a.bone == b.bone and abs(a.u - b.u) < 0.45
+    same_slices = a.first_slice < b.first_slice + b.n_slices and b.first_slice < a.first_slice + a.n_slices
+    return same_place and same_slices
+
+
+def _ensure_asas(plans: list[LesionPlan], n_slices: int) -> list[LesionPlan]:
+    multi = any(p.n_slices >= 2 for p in plans)
+    shared = any(a.covers(i) and b.covers(i) for a in plans for b in plans if a is not b for i in range(n_slices))
+    if multi or shared:
+        return plans
+    first = plans[0]
+    if n_slices >= 2:  # stretch the first lesion over two consecutive slices
+        start = min(first.first_slice, n_slices - 2)
+        plans[0] = LesionPlan(**{**first.__dict__, "first_slice": start, "n_slices": 2})
+    else:  # a one-slice series needs two lesions on that slice: mirror the first
+        plans.append(LesionPlan(**{**first.__dict__, "lesion_id": len(plans), "side": -first.side}))
+    return plans
+
+
+def plan_findings(rng: np.random.Generator, n_slices: int, positive: bool,
+                  lesions: list[LesionPlan]) -> list[Finding]:
+    """Draw mimics and chronic/degenerative findings for a series.
+
+    Mimics and degenerative changes use the same probabilities in both classes.
+    Chronic signs of sacroiliitis (erosions, fat metaplasia) go with positives
+    and sit on lesion-bearing slices, as they would in a patient with active
+    disease.
+    """
+    out: list[Finding] = []
+    table = (("focus", 0.5, 1, (2.0, 4.0)), ("island", 0.45, 3, (8.0, 18.0)), ("sclerosis", 0.3, 4, (8.0, 16.0)),
+             ("vacuum", 0.15, 2, (1.5, 2.5)), ("cyst", 0.35, 3, (5.0, 14.0)), ("vessel", 0.5, 4, (2.0, 3.5)),
+             ("fat", 0.15, 3, (6.0, 12.0)))
+    for kind, prob, max_span, size in table:
+        if rng.random() < prob:
+            out.append(_finding(rng, kind, n_slices, max_span, size))
+    if positive and lesions:
+        for kind, prob in (("erosion", 0.35), ("fat", 0.25)):
+            if rng.random() < prob:
+                les = lesions[int(rng.integers(len(lesions)))]
+                span = tuple(range(les.first_slice, les.first_slice + les.n_slices))
+                out.append(Finding(kind, les.side, span, float(rng.uniform(0.2, 0.8)),
+                                   float(rng.uniform(2.0, 3.5) if kind == "erosion" else rng.uniform(6, 12)),
+                                   0.0, les.bone))
+    return out
+
+
+def _finding(rng, kind: str, n_slices: int, max_span: int, size) -> Finding:
+    span = min(n_slices, int(rng.integers(1, max_span + 1)))
+    first = int(rng.integers(0, n_slices - span + 1))
+    return Finding(kind, int(rng.choice(SIDES)), tuple(range(first, first + span)), float(rng.uniform(0.05, 0.95)),
+                   float(rng.uniform(*size)), float(rng.uniform(0.25, 0.6)),
+                   "ilium" if rng.random() < 0.55 else "sacrum")
+
+
+def _into_bone(joint: JointLine, bone: str) -> np.ndarray:
+    return joint.normal if bone == "ilium" else -joint.normal
+
+
+def render_lesion(cv: Canvas, sa: SliceAnatomy, plan: LesionPlan, i: int, rng) -> tuple[np.ndarray, Lesion | None]:
+    """Add one lesion's oedema to slice i; return its mask and its truth record."""
+    joint = sa.joints[plan.side]
+    z = (i - (plan.first_slice + (plan.n_slices - 1) / 2)) / (plan.n_slices / 2)
+    f = float(np.sqrt(1.0 - 0.6 * z * z))  # ellipsoid cross-section, never vanishing
+    into = _into_bone(joint, plan.bone)
+    u = float(np.clip(plan.u + 0.02 * z, 0.05, 0.95))
+    centre = joint.at(u) + into * (joint.gap / 2 + 0.45 * plan.depth_mm * f)
+    angle = float(np.arctan2(*joint.direction[::-1]))
+    shape = cv.mask([ellipse(centre, (plan.length_mm * f / 2, plan.depth_mm * f / 2), angle, 28)])
+    marrow = sa.bone_marrow(plan.bone, plan.side)
+    mask = (shape & marrow).astype(bool)
+    _add_soft(cv, mask, plan.amplitude, rng)
+    area = int(mask.sum())
+    if area * cv.spacing**2 < MIN_LESION_MM2:
+        return mask, None
+    ys, xs = np.nonzero(mask)
+    return mask, Lesion(plan.lesion_id, i, SIDE_NAME[plan.side], plan.bone, (float(xs.mean()), float(ys.mean())),
+                        area, round(area * cv.spacing**2, 2))
+
+
+def _add_soft(cv: Canvas, mask: np.ndarray, amplitude: float, rng, sign: float = 1.0) -> None:
+    """Add a patchy, soft-edged intensity change inside a mask."""
+    if not mask.any():
+        return
+    sigma = max(0.8, cv.px(1.5))
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma) * mask
+    patchy = 0.75 + 0.25 * smooth_noise(rng, cv.size, max(4, cv.size // 12))
+    cv.img += sign * amplitude * soft * patchy
+
+
+def render_finding(cv: Canvas, sa: SliceAnatomy, fd: Finding, ts: Tissues, rng) -> str:
+    """Draw one finding on the current slice; return its kind for the record."""
+    joint = sa.joints[fd.side]
+    into = _into_bone(joint, fd.bone)
+    p = joint.at(fd.u)
+    draw = _FINDINGS[fd.kind]
+    draw(cv, sa, fd, ts, joint, into, p, rng)
+    return fd.kind
+
+
+def _draw_focus(cv, sa, fd, ts, joint, into, p, rng):
+    # A small bright dot in the marrow, sometimes subchondral: too small for oedema.
+    depth = fd.size_mm / 2 + joint.gap / 2 + rng.uniform(1.0, 20.0)
+    mask = cv.mask([ellipse(p + into * depth, (fd.size_mm / 2, fd.size_mm / 2), 0.0, 16)])
+    cv.put(mask & sa.bone_marrow(fd.bone, fd.side), ts.marrow + fd.amplitude + 0.1)
+
+
+def _draw_island(cv, sa, fd, ts, joint, into, p, rng):
+    # Residual red marrow: large, faint, anywhere in the bone.
+    depth = fd.size_mm / 2 + rng.uniform(2.0, 25.0)
+    mask = cv.mask([ellipse(p + into * depth, (fd.size_mm / 2, fd.size_mm / 3), rng.uniform(0, np.pi), 20)])
+    _add_soft(cv, (mask & sa.bone_marrow(fd.bone, fd.side)).astype(bool), 0.25 * fd.amplitude, rng)
+
+
+def _draw_sclerosis(cv, sa, fd, ts, joint, into, p, rng):
+    # Degenerative subchondral sclerosis: a dark band along the joint.
+    angle = float(np.arctan2(*joint.direction[::-1]))
+    centre = p + into * (joint.gap / 2 + 2.5)
+    mask = cv.mask([ellipse(centre, (fd.size_mm / 2, 3.0), angle, 20)]) & sa.bone_marrow(fd.bone, fd.side)
+    cv.put(mask, ts.cortex * 1.5)
+
+
+def _draw_vacuum(cv, sa, fd, ts, joint, into, p, rng):
+    cv.fill([ellipse(p, (fd.size_mm, joint.gap / 2), float(np.arctan2(*joint.direction[::-1])), 12)], 0.0)
+
+
+def _draw_cyst(cv, sa, fd, ts, joint, into, p, rng):
+    # Fluid away from subchondral bone: in the gluteal muscles behind the ilium.
+    centre = joint.points[-1] + (fd.side * rng.uniform(25, 55), rng.uniform(15, 35))
+    cv.fill([ellipse(centre, (fd.size_mm / 2, fd.size_mm / 3), rng.uniform(0, np.pi), 20)], ts.fluid)
+
+
+def _draw_vessel(cv, sa, fd, ts, joint, into, p, rng):
+    # Bright veins just outside the bone next to the joint ends.
+    anterior = fd.u < 0.5
+    centre = (joint.points[0] + (0.0, -8.0)) if anterior else (joint.points[-1] + (0.0, 9.0))
+    cv.fill([ellipse(centre, (fd.size_mm, fd.size_mm), 0.0, 12)], ts.vein)
+
+
+def _draw_fat(cv, sa, fd, ts, joint, into, p, rng):
+    # Fat metaplasia / fatty marrow: dark on STIR.
+    centre = p + into * (joint.gap / 2 + fd.size_mm / 3)
+    mask = cv.mask([ellipse(centre, (fd.size_mm / 2, fd.size_mm / 3), float(np.arctan2(*joint.direction[::-1])), 20)])
+    _add_soft(cv, (mask & sa.bone_marrow(fd.bone, fd.side)).astype(bool), 0.6 * (ts.marrow - ts.fat), rng, -1.0)
+
+
+def _draw_erosion(cv, sa, fd, ts, joint, into, p, rng):
+    # Erosions: notches that widen the joint space, with fluid-like signal.
+    for du in rng.uniform(-0.15, 0.15, size=int(rng.integers(2, 5))):
+        q = joint.at(float(np.clip(fd.u + du, 0.02, 0.98))) + into * (joint.gap / 2)
+        cv.fill([ellipse(q, (fd.size_mm / 2, fd.size_mm / 2), 0.0, 12)], ts.cartilage * 1.3)
+
+
+_FINDINGS = {"focus": _draw_focus, "island": _draw_island, "sclerosis": _draw_sclerosis, "vacuum": _draw_vacuum,
+             "cyst": _draw_cyst, "vessel": _draw_vessel, "fat": _draw_fat, "erosion": _draw_erosion}
