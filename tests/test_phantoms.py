@@ -226,3 +226,27 @@ def test_dicom_round_trip_through_engine_reader(dicom_dir):
 def test_import_pulls_no_tensorflow():
     code = "import sys, trainer.phantoms; sys.exit(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
+
+
+@pytest.mark.parametrize("use_csv", [True, False])
+def test_trainer_loader_reads_the_layout(png_dir, dicom_dir, use_csv, tmp_path):
+    data = pytest.importorskip("trainer.data", reason="trainer.data (the dataset loader) not importable")
+    for out, summary in ((png_dir[0], png_dir[1]), (dicom_dir[0], dicom_dir[1])):
+        if use_csv:
+            records = data.read_index(out)
+        else:  # class folders alone, as a user would point at a copy without the CSV
+            records = data.read_index(_copy_class_folders(out, tmp_path / out.name))
+        assert len(records) == summary.n_slices
+        assert sum(r.label for r in records) == summary.n_positive_slices
+        for r in records:
+            assert r.label == int(Path(r.path).parent.name == "positive")
+        if use_csv:
+            assert {r.patient_id for r in records} == {f"P{i:04d}" for i in range(summary.n_patients)}
+
+
+def _copy_class_folders(src: Path, dst: Path) -> Path:
+    import shutil
+
+    for name in ("negative", "positive"):
+        shutil.copytree(src / name, dst / name)
+    return dst

@@ -189,7 +189,7 @@ def _ilium_outline(an: Anatomy, joint: JointLine) -> np.ndarray:
     return np.concatenate([surf, [p1], centre + nrm * half, (centre - nrm * half)[::-1]])
 
 
-def _draw_soft_tissue(cv: Canvas, an: Anatomy, t: float, joints: dict[int, JointLine], rng) -> None:
+def _draw_soft_tissue(cv: Canvas, an: Anatomy, joints: dict[int, JointLine]) -> None:
     ts = an.tissues
     body = superellipse(an.body_a, an.body_b, an.body_power)
     cv.fill([body], ts.fat)
@@ -289,7 +289,7 @@ def render_anatomy(cv: Canvas, an: Anatomy, t: float, rng: np.random.Generator) 
     """
     joints = {s: joint_line(an, t, s) for s in SIDES}
     cv.img.fill(0.0)
-    _draw_soft_tissue(cv, an, t, joints, rng)
+    _draw_soft_tissue(cv, an, joints)
     muscle = cv.img == np.float32(an.tissues.muscle)
     cv.img[muscle] *= 1.0 + 0.06 * smooth_noise(rng, cv.size, 24)[muscle]
     return _draw_bones(cv, an, t, joints, rng)
