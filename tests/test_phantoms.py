@@ -159,6 +159,13 @@ def test_png_dataset_is_byte_identical_for_a_seed(png_dir, tmp_path):
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
+def test_rerun_with_another_seed_leaves_no_slice_in_both_classes(tmp_path):
+    write_dataset(tmp_path, patients=3, slices=3, seed=1, size=SIZE)
+    write_dataset(tmp_path, patients=3, slices=3, seed=2, size=SIZE)
+    names = [p.name for d in ("negative", "positive") for p in (tmp_path / d).iterdir()]
+    assert len(names) == len(set(names)) == 9
+
+
 def test_patient_is_independent_of_dataset_size(tmp_path):
     a = write_dataset(tmp_path / "a", patients=1, slices=2, seed=9, size=SIZE, positive_fraction=1.0)
     b = write_dataset(tmp_path / "b", patients=3, slices=2, seed=9, size=SIZE, positive_fraction=1.0)

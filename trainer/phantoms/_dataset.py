@@ -112,7 +112,10 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
 def _write_series(out: Path, series: Series, fmt: str, seed: int, field_t: float) -> list[tuple]:
     rows = []
     for i, lab in enumerate(series.slice_labels):
-        rel = f"{CLASS_DIRS[lab]}/{series.patient_id}_s{i:02d}{FORMATS[fmt]}"
+        name = f"{series.patient_id}_s{i:02d}{FORMATS[fmt]}"
+        rel = f"{CLASS_DIRS[lab]}/{name}"
+        # A rerun into the same folder must not leave this slice in both classes.
+        (out / CLASS_DIRS[1 - lab] / name).unlink(missing_ok=True)
         if fmt == "png":
             if not cv2.imwrite(str(out / rel), series.images[i]):
                 raise OSError(f"could not write {out / rel}")
