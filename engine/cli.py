@@ -218,20 +218,22 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
     profile: Annotated[str, typer.Option(help="Scanner profile (contrast, noise, bias).")] = "default",
     positive_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of ASAS-positive patients.")] = 0.5,
+    size: Annotated[Optional[int], typer.Option(min=64, max=1024, help="Matrix size [default: random 256-512 per patient].")] = None,
 ) -> None:
     """Write a synthetic phantom dataset (class folders + labels.csv). Not patient data."""
     phantoms = _trainer_module("trainer.phantoms")
-    if fmt not in ("png", "dicom"):
-        raise _fail(f"Invalid format {fmt!r}. Valid: png, dicom.")
-    if profile not in phantoms.PROFILES:
-        raise _fail(f"Invalid profile {profile!r}. Valid: {', '.join(phantoms.PROFILES)}.")
+    if out.exists() and any(out.iterdir()):
+        raise _fail(f"{out} is not empty; choose a new folder so no stale slices mix with the new ones")
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
         task = progress.add_task("phantoms", total=patients)
-        summary = phantoms.write_dataset(out, patients=patients, slices=slices, fmt=fmt, seed=seed, profile=profile,
-                                         positive_fraction=positive_fraction,
-                                         progress=lambda done, total: progress.update(task, completed=done))
+        try:
+            summary = phantoms.write_dataset(out, patients=patients, slices=slices, fmt=fmt, seed=seed,
+                                             profile=profile, positive_fraction=positive_fraction, size=size,
+                                             progress=lambda done, total: progress.update(task, completed=done))
+        except ValueError as exc:
+            raise _fail(str(exc))
     typer.echo(f"wrote {summary.n_slices} slices of {summary.n_patients} synthetic patients to {out} "
                f"({summary.n_positive_series} ASAS-positive series); labels in {summary.csv_path}")
 

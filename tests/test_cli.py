@@ -114,3 +114,23 @@ def test_shipped_model_and_console_script():
     out = subprocess.run([sys.executable, "-m", "engine", "info", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["manifest"]["artifacts"]
+
+
+@pytest.mark.parametrize("fmt", ["png", "dicom"])
+def test_synth_then_predict(tmp_path, tiny_bundle, fmt):
+    out = tmp_path / "phantom set"
+    result = invoke("synth", out, "--patients", 2, "--slices", 2, "--format", fmt, "--size", 96, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    assert "4 slices of 2 synthetic patients" in result.stdout
+    assert (out / "labels.csv").exists()
+    predicted = invoke("predict", out, "-m", tiny_bundle, "-f", "csv")
+    assert predicted.exit_code == 0 and predicted.stdout.count("\n") == 5  # header + 4 slices
+
+
+def test_synth_refuses_bad_values_and_non_empty_folders(tmp_path):
+    assert "Valid profiles are" in invoke("synth", tmp_path / "a", "--profile", "philips").stderr
+    assert invoke("synth", tmp_path / "b", "--format", "nifti").exit_code == 2
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "old.png").write_bytes(b"")
+    result = invoke("synth", tmp_path / "c", "--patients", 1)
+    assert result.exit_code == 2 and "not empty" in result.stderr
