@@ -82,14 +82,25 @@ def _percentiles(pixels: np.ndarray, low: float, high: float) -> tuple[float, fl
 
 
 def _stretch(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Linear map of [lo, hi] to [0, 255], clipped and rounded."""
+    """Linear map of [lo, hi] to [0, 255], saturated and rounded.
+
+    One OpenCV call (it releases the GIL, so preprocessing threads scale)
+    where OpenCV takes the dtype; numpy otherwise.
+    """
+    import cv2
+
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    if pixels.dtype in _CV_DEPTHS:
+        return cv2.addWeighted(pixels, scale, pixels, 0.0, -lo * scale, dtype=cv2.CV_8U)
     out = pixels.astype(np.float32)
     out -= np.float32(lo)
     out *= np.float32(scale)
     out += np.float32(0.5)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
+
+
+_CV_DEPTHS = {np.dtype(t) for t in (np.uint16, np.int16, np.int32, np.float32, np.float64)}
 
 
 class Preprocessor:
