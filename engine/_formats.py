@@ -12,6 +12,20 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """How close a converted model must stay to the Keras reference on held-out data."""
+
+    max_abs_dp: float | None = None  # max |p - p_keras| over the held-out slices
+    min_agreement: float | None = None  # share of identical labels at the threshold
+    max_abs_dauc: float | None = None  # |AUC - AUC_keras|
+
+
+FP32 = Tolerance(max_abs_dp=1e-4)
+FP16 = Tolerance(max_abs_dp=1e-2)
+INT8 = Tolerance(min_agreement=0.99, max_abs_dauc=0.01)
+
+
+@dataclass(frozen=True)
 class ModelFormat:
     """One way a trained model is stored and run."""
 
@@ -22,6 +36,7 @@ class ModelFormat:
     engine: bool  # the engine (ONNX Runtime) can run it
     shipped: bool  # committed with the demo model (others are reproducible)
     description: str
+    tolerance: Tolerance = Tolerance()  # parity against Keras; none for Keras itself
 
 
 FORMATS: dict[str, ModelFormat] = {
@@ -30,17 +45,17 @@ FORMATS: dict[str, ModelFormat] = {
         ModelFormat("keras", "keras", "fp32", "model.keras", False, False,
                     "Keras 3 model, the prototype's runtime and the parity reference"),
         ModelFormat("onnx-fp32", "onnxruntime", "fp32", "model.fp32.onnx", True, False,
-                    "ONNX float32, exported with tf2onnx"),
+                    "ONNX float32, exported with tf2onnx", FP32),
         ModelFormat("onnx-fp16", "onnxruntime", "fp16", "model.fp16.onnx", True, True,
-                    "ONNX float16 weights and compute, uint8 in / float32 out; for CUDA"),
+                    "ONNX float16 weights and compute, uint8 in / float32 out; for CUDA", FP16),
         ModelFormat("onnx-int8", "onnxruntime", "int8", "model.int8.onnx", True, True,
-                    "ONNX QDQ int8, static calibration, per-channel weights; for CPU"),
+                    "ONNX QDQ int8, static calibration, per-channel weights; for CPU", INT8),
         ModelFormat("tflite-fp32", "litert", "fp32", "model.fp32.tflite", False, False,
-                    "LiteRT float32"),
+                    "LiteRT float32", FP32),
         ModelFormat("tflite-fp16", "litert", "fp16", "model.fp16.tflite", False, False,
-                    "LiteRT float16 weights"),
+                    "LiteRT float16 weights", FP16),
         ModelFormat("tflite-int8", "litert", "int8", "model.int8.tflite", False, True,
-                    "LiteRT full-integer int8 (representative dataset), for mobile"),
+                    "LiteRT full-integer int8 (representative dataset), for mobile", INT8),
     )
 }
 
