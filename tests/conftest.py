@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -10,6 +11,11 @@ import numpy as np
 import pytest
 
 SIZE = 32  # tiny model input: engine tests run in seconds
+
+requires_tf = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf2onnx") is None,
+    reason="needs TensorFlow and tf2onnx: pip install -e '.[train]' (.ci/run installs it)",
+)
 
 
 def pytest_addoption(parser):
