@@ -31,14 +31,18 @@ Examples:
 
   asinfer synth demo --patients 4 --format dicom   # synthetic phantom dataset
 
-Exit codes: 0 every input predicted; 1 some inputs failed (each has a row with
-its reason); 2 usage or model error.
+  asinfer train phantoms/ --out runs/x --epochs 5   # needs the train extra
+
+  asinfer convert runs/x --out models/my-bundle      # ONNX + TFLite, parity-checked
+
+Exit codes: 0 success (every input predicted); 1 some inputs failed (each has
+a row with its reason); 2 usage or model error; 3 conversion parity failed.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
 
 
 class OutputFormat(str, Enum):
@@ -236,6 +240,82 @@ def synth(
             raise _fail(str(exc))
     typer.echo(f"wrote {summary.n_slices} slices of {summary.n_patients} synthetic patients to {out} "
                f"({summary.n_positive_series} ASAS-positive series); labels in {summary.csv_path}")
+
+
+@app.command()
+def train(
+    data: Annotated[Optional[Path], typer.Argument(help="Dataset folder (class folders or labels.csv) or CSV.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("runs/train"),
+    config: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="train_config.json; options below override it.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    image_size: Annotated[Optional[int], typer.Option(min=32, max=1024)] = None,
+    weights: Annotated[Optional[str], typer.Option(help="none | imagenet | path to VGG16 notop weights (.h5).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
+    freeze_blocks: Annotated[Optional[int], typer.Option(min=0, max=5, help="VGG16 blocks 1..k frozen.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+) -> None:
+    """Train the VGG16 classifier; writes model.keras, metrics, curves and a manifest to the run directory."""
+    trainer = _trainer_module("trainer.train")
+    cfg = trainer.TrainConfig.load(config) if config else trainer.TrainConfig()
+    overrides = {"data": str(data) if data else None, "epochs": epochs, "image_size": image_size,
+                 "weights": weights, "batch_size": batch_size, "freeze_blocks": freeze_blocks}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    try:
+        manifest = trainer.train(cfg, out, resume=resume, progress=lambda msg: typer.echo(msg, err=True))
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc))
+    test = manifest.metrics.get("test", {})
+    typer.echo(f"wrote {out}: test AUC {test.get('auc')}, accuracy {test.get('accuracy')}, "
+               f"threshold {manifest.threshold:.4f}; next: asinfer convert {out}")
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Run directory from asinfer train.")],
+    formats: Annotated[Optional[str], typer.Option(help="Comma-separated formats [default: all]; see asinfer formats.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(exists=True, help="Dataset for int8 calibration [default: the run's calibration.npz].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write a bundle with the shipped formats here.")] = None,
+) -> None:
+    """Convert a trained model to ONNX and TFLite (fp32, fp16, int8), parity-checked against Keras.
+
+    Exit code 3 when a converted model falls outside its parity tolerance.
+    """
+    conv = _trainer_module("trainer.convert")
+    names = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
+    try:
+        manifest = conv.convert(source, names, out=out, calibration=calibration,
+                                progress=lambda msg: typer.echo(msg, err=True))
+    except conv.ParityError as exc:
+        typer.echo(f"parity check failed: {exc}", err=True)
+        raise typer.Exit(EXIT_PARITY)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc))
+    typer.echo(_parity_table(manifest.parity))
+
+
+def _parity_table(parity: dict) -> str:
+    rows = [f"{'format':<12} {'max|dp|':>10} {'agree':>7} {'AUC':>7} {'dAUC':>8}  passed"]
+    for fmt, p in parity.items():
+        if isinstance(p, dict) and "passed" in p:
+            rows.append(f"{fmt:<12} {_fmt(p.get('max_abs_dp'), '.2e'):>10} {_fmt(p.get('agreement'), '.4f'):>7} "
+                        f"{_fmt(p.get('auc'), '.4f'):>7} {_fmt(p.get('dauc'), '+.4f'):>8}  {p['passed']}")
+    return "\n".join(rows)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command()
+def formats() -> None:
+    """List the model formats (the one table the converter, engine and benchmarks read)."""
+    from ._formats import FORMATS
+
+    for f in FORMATS.values():
+        typer.echo(f"{f.name:<12} {f.runtime:<12} {f.precision:<5} {'engine' if f.engine else '      '} "
+                   f"{'shipped' if f.shipped else '       '}  {f.description}")
 
 
 def _trainer_module(name: str):

@@ -1,0 +1,91 @@
+"""Trainer: a tiny end-to-end run (32x32 phantoms), resume, weights options. Needs TensorFlow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+from conftest import requires_tf
+
+pytestmark = requires_tf
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from trainer.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("train") / "run with spaces"
+    root.mkdir()
+    cfg = TrainConfig(synth={"patients": 8, "slices": 3, "seed": 4, "size": 96}, image_size=32,
+                      epochs=1, batch_size=8, calibration_images=12)
+    cfg.save(root.parent / "config.json")
+    result = runner.invoke(app, ["train", "--config", str(root.parent / "config.json"), "--out", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "test AUC" in result.stdout
+    return root
+
+
+def test_run_directory_contract(run_dir):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == ["keras"]
+    assert manifest["synthetic_training_data"] is True and "SYNTHETIC" in manifest["notice"]
+    assert 0.0 <= manifest["threshold"] <= 1.0 and manifest["input"]["height"] == 32
+    test = manifest["metrics"]["test"]
+    for key in ("accuracy", "auc", "precision", "recall", "f1", "specificity", "confusion_matrix"):
+        assert key in test
+    assert manifest["training"]["splits"]["by_patient"] is True
+    holdout = np.load(run_dir / "holdout.npz")
+    assert holdout["images"].dtype == np.uint8 and holdout["images"].shape[1:] == (32, 32, 1)
+    assert len(holdout["labels"]) == test["n"]
+    assert np.load(run_dir / "calibration.npz")["images"].shape[0] <= 12
+    for name in ("model.keras", "curves.png", "train_config.json", "history.csv", "checkpoints/last.keras"):
+        assert (run_dir / name).exists(), name
+
+
+def test_exported_model_has_no_augmentation_and_honours_the_contract(run_dir):
+    import keras
+
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert not [layer.name for layer in model.layers if "random" in layer.name.lower()]
+    assert model.input.dtype == "uint8" and tuple(model.input.shape) == (None, 32, 32, 1)
+    probs = model.predict(np.zeros((2, 32, 32, 1), np.uint8), verbose=0)
+    assert probs.shape == (2, 1) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_resume_continues_from_the_checkpoint(run_dir):
+    from trainer.train import TrainConfig, train
+
+    cfg = TrainConfig.load(run_dir / "train_config.json")
+    cfg.epochs = 2
+    messages = []
+    train(cfg, run_dir, resume=True, progress=messages.append)
+    assert any("resuming after epoch 1" in m for m in messages)
+    assert any(m.startswith("epoch 2:") for m in messages)
+    assert not any(m.startswith("epoch 1:") for m in messages)
+
+
+def test_imagenet_offline_says_how_to_supply_the_file(tmp_path, monkeypatch):
+    from trainer.model import build_model
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="--weights none"):
+        build_model(32, weights="imagenet")
+    result = runner.invoke(app, ["train", str(tmp_path), "--weights", "imagenet", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    from trainer.model import build_model, vgg_base
+
+    source = build_model(32, seed=7)
+    path = tmp_path / "vgg16_notop.weights.h5"
+    vgg_base(source).save_weights(path)
+    loaded = build_model(32, weights=str(path))
+    a, b = vgg_base(source).get_layer("block5_conv3").kernel, vgg_base(loaded).get_layer("block5_conv3").kernel
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,0 +1,90 @@
+"""MODEL_CARD.md from a bundle's manifest: what it is, how it was made, how well it did, and what it is not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine._manifest import read_manifest
+
+
+def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
+    """Write ``bundle/MODEL_CARD.md`` from ``bundle/manifest.json``; returns its path."""
+    bundle = Path(bundle)
+    m = read_manifest(bundle / "manifest.json")
+    t = m.training
+    test = m.metrics.get("test", {})
+    cm = test.get("confusion_matrix", {})
+    lines = [
+        f"# Model card: {m.name} {m.version}",
+        "",
+        "> **Trained on synthetic phantoms only. Not a diagnostic device; no clinical validity.**"
+        if m.synthetic_training_data else f"> {m.notice}",
+        "",
+        "## What it is",
+        f"{m.description} Input: uint8 grey `[N, {m.input.height}, {m.input.width}, 1]` after the engine's "
+        "preprocessing (CLAHE clip 2.0, 8x8 tiles, area resize); output: probability of "
+        f"'{m.labels[1]}' per slice; decision threshold {m.threshold:.4f} (chosen on validation data).",
+        "",
+        "## Training data",
+        f"- source: `{t.get('data', '?')}` ({'synthetic sacroiliac-joint MRI phantoms, trainer.phantoms' if m.synthetic_training_data else 'user data'})",
+        f"- splits (by patient: {t.get('splits', {}).get('by_patient')}): "
+        + ", ".join(f"{k} {v['slices']} slices / {v['patients']} patients / {v['positive_slices']} positive"
+                    for k, v in t.get("splits", {}).items() if isinstance(v, dict)),
+        f"- recipe: {_recipe(t.get('config', {}))}",
+        f"- epochs run: {t.get('epochs_run')}; training wall time: {_hours(t.get('wall_time_s'))} on {t.get('machine', '?')}"
+        + (f"; whole reproduction (data, training, conversion): {_hours(total_wall_s)}" if total_wall_s else ""),
+        "",
+        "## Held-out test metrics (patients never seen in training)",
+        "| accuracy | AUC | precision | recall | F1 | specificity | TN | FP | FN | TP |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {test.get('accuracy')} | {test.get('auc')} | {test.get('precision')} | {test.get('recall')} | "
+        f"{test.get('f1')} | {test.get('specificity')} | {cm.get('tn')} | {cm.get('fp')} | {cm.get('fn')} | {cm.get('tp')} |",
+        "",
+        "## Artifacts and parity with Keras (held-out slices)",
+        "| format | file | MB | max abs dp | label agreement | AUC | dAUC | passed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    files = {a.format: a for a in m.artifacts}
+    for fmt, p in m.parity.items():
+        if not isinstance(p, dict) or "passed" not in p:
+            continue
+        art = files.get(fmt)
+        lines.append(f"| {fmt} | {art.file if art else '(not shipped)'} | {art.bytes / 1e6:.1f} |"
+                     if art else f"| {fmt} | (not shipped; reproducible) | |")
+        lines[-1] += f" {_num(p.get('max_abs_dp'))} | {_num(p.get('agreement'))} | {_num(p.get('auc'))} | " \
+                     f"{_num(p.get('dauc'))} | {p.get('passed')} |"
+    lines += [
+        "",
+        "## Reproduce",
+        "```bash",
+        f"python -m trainer.demo --config {bundle.as_posix()}/train_config.json",
+        "```",
+        "",
+        "## Limits",
+        "- The phantoms are cartoons of STIR sacroiliac-joint MRI; performance on them says nothing about patients.",
+        "- Slice-level decisions only; a slice is not a patient.",
+        "",
+        f"Tools: {json.dumps(m.tools)}",
+        "",
+    ]
+    path = bundle / "MODEL_CARD.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _recipe(cfg: dict) -> str:
+    keys = ("image_size", "weights", "freeze_blocks", "epochs", "batch_size", "learning_rate", "patience", "seed")
+    return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg)
+
+
+def _hours(seconds) -> str:
+    if not seconds:
+        return "?"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2e}" if isinstance(value, float) and 0 < abs(value) < 1e-3 else str(round(value, 4) if isinstance(value, float) else value)

@@ -1,0 +1,338 @@
+"""Training the VGG16 classifier on a dataset (or synthetic phantoms), writing a run directory.
+
+Run directory (what ``trainer.convert`` reads):
+    manifest.json      engine manifest; artifacts = [keras]; metrics, threshold, config
+    model.keras        the best model (validation AUC)
+    holdout.npz        test split, preprocessed: images uint8 [N,S,S,1], labels
+    calibration.npz    a few hundred preprocessed training slices (int8 calibration)
+    train_config.json  the config that reproduces the run
+    history.csv, roc.png, curves.png, checkpoints/last.keras (resume)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from engine import InputSpec, Manifest, PreprocessSpec
+
+from .data import load_images, read_index, split_by_patient
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+log = logging.getLogger("asinfer.trainer")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored as train_config.json in the run."""
+
+    data: str = ""  # dataset folder or CSV; empty when ``synth`` makes one
+    synth: dict[str, Any] = field(default_factory=dict)  # phantom dataset: write_dataset kwargs
+    name: str = "asinfer-vgg16"
+    version: str = "0.1.0"
+    image_size: int = 224
+    weights: str = "none"  # none | imagenet | path to VGG16 notop weights
+    freeze_blocks: int = 3  # from scratch: VGG16 blocks 1..k frozen to save time
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    head_epochs: int = 3  # pretrained only: phase 1 trains the head on a frozen base
+    fine_tune_blocks: int = 1  # pretrained only: phase 2 unfreezes the last k blocks
+    fine_tune_learning_rate: float = 1e-5
+    patience: int = 4  # early stopping on validation AUC
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    rotation: float = 0.05  # augmentation, as the prototype: fraction of a full turn
+    shift: float = 0.05
+    zoom: float = 0.1
+    flip: bool = True
+    target_sensitivity: float | None = None  # else the threshold maximises Youden's J
+    calibration_images: int = 300
+    seed: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        """Read a JSON config; unknown keys are an error naming the valid ones."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        valid = {f.name for f in fields(cls)}
+        unknown = set(data) - valid
+        if unknown:
+            raise ValueError(f"unknown config key(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+
+def train(config: TrainConfig, out: Path, resume: bool = False,
+          progress: Callable[[str], None] | None = None) -> Manifest:
+    """Train, pick the threshold on validation, evaluate on test, write the run directory.
+
+    Args:
+        config: the run's settings.
+        out: run directory (created).
+        resume: continue from ``out/checkpoints/last.keras`` if present.
+        progress: called with one-line status messages.
+
+    Returns:
+        The run's manifest (artifact: keras).
+
+    Example:
+        >>> train(TrainConfig(data="phantoms/", epochs=1, image_size=64), Path("runs/x"))  # doctest: +SKIP
+    """
+    say = progress or (lambda msg: log.info(msg))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    config.save(out / "train_config.json")
+    data_path = _dataset(config, out, say)
+    splits, split_info, failures = _load_splits(data_path, config, out, say)
+    model, history = _fit(config, splits, out, resume, say)
+    say("evaluating on validation (threshold) and test")
+    metrics, threshold, p_test = _evaluate(model, splits, config)
+    _save_holdout(out, splits, config)
+    _plots(out, history, splits["test"][1], p_test)
+    model.save(out / "model.keras")
+    wall = time.time() - started
+    return _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history)
+
+
+def _dataset(config: TrainConfig, out: Path, say) -> Path:
+    if config.data:
+        return Path(config.data)
+    if not config.synth:
+        raise ValueError("config needs data (a dataset folder or CSV) or synth (phantom settings)")
+    from .phantoms import write_dataset
+
+    target = out / "data"
+    if not (target / "labels.csv").exists():
+        say(f"writing synthetic phantom dataset to {target}")
+        write_dataset(target, **config.synth)
+    return target
+
+
+def _load_splits(data: Path, config: TrainConfig, out: Path, say):
+    records = read_index(data)
+    split = split_by_patient(records, config.val_fraction, config.test_fraction, config.seed)
+    say(f"{len(records)} slices; split {'by patient' if split.by_patient else 'by slice'}: "
+        + ", ".join(f"{k} {v['slices']} ({v['patients']} patients)" for k, v in split.info.items()))
+    splits, failures = {}, []
+    for name in ("train", "val", "test"):
+        chosen = [records[i] for i in getattr(split, name)]
+        images, labels, failed = load_images(chosen, config.image_size, PreprocessSpec(), out / "cache")
+        splits[name] = (images, labels.astype(np.float32))
+        failures += failed
+    if failures:
+        say(f"{len(failures)} files could not be read and were left out (listed in the manifest)")
+    return splits, split.info | {"by_patient": split.by_patient}, failures
+
+
+def _fit(config: TrainConfig, splits, out: Path, resume: bool, say):
+    import keras
+
+    from .model import build_model, freeze, vgg_base
+
+    ckpt = out / "checkpoints" / "last.keras"
+    history_csv = out / "history.csv"
+    done = _epochs_done(history_csv) if resume and ckpt.exists() else 0
+    if done:
+        say(f"resuming after epoch {done} from {ckpt}")
+        model = keras.models.load_model(ckpt)
+    else:
+        history_csv.unlink(missing_ok=True)
+        model = build_model(config.image_size, config.weights, config.freeze_blocks, seed=config.seed)
+    pretrained = config.weights != "none"
+    phases = [(config.head_epochs, config.learning_rate, 5), (config.epochs, config.fine_tune_learning_rate,
+                                                              5 - config.fine_tune_blocks)] if pretrained else \
+        [(config.epochs, config.learning_rate, config.freeze_blocks)]
+    start = 0
+    for epochs, lr, frozen in phases:
+        end = start + epochs
+        if done < end:
+            freeze(vgg_base(model), frozen)
+            _compile(model, lr)
+            say(f"training epochs {max(done, start) + 1}-{end}: blocks 1-{frozen} frozen, lr {lr:g}")
+            model.fit(_train_dataset(splits["train"], config), validation_data=splits["val"],
+                      initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(splits["train"][1]),
+                      callbacks=_callbacks(out, config, say), verbose=0)
+        start = end
+    return model, _read_history(history_csv)
+
+
+def _compile(model, lr: float) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+
+
+def _train_dataset(train, config: TrainConfig):
+    """Shuffled, augmented uint8 batches; augmentation stays out of the exported model."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    aug = keras.Sequential([
+        layers.RandomRotation(config.rotation, fill_mode="constant", seed=config.seed),
+        layers.RandomTranslation(config.shift, config.shift, fill_mode="constant", seed=config.seed),
+        layers.RandomZoom(config.zoom, fill_mode="constant", seed=config.seed),
+        *([layers.RandomFlip("horizontal", seed=config.seed)] if config.flip else []),
+    ], name="augment")
+
+    def augment(x, y):
+        x = aug(tf.cast(x, tf.float32), training=True)
+        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), y
+
+    images, labels = train
+    return (tf.data.Dataset.from_tensor_slices((images, labels))
+            .shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
+            .batch(config.batch_size).map(augment, num_parallel_calls=1).prefetch(1))
+
+
+def _class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency weights so the rarer class counts as much in the loss."""
+    n, pos = len(labels), float(labels.sum())
+    if pos in (0, n):
+        return {0: 1.0, 1: 1.0}
+    return {0: n / (2 * (n - pos)), 1: n / (2 * pos)}
+
+
+def _callbacks(out: Path, config: TrainConfig, say):
+    import keras
+
+    (out / "checkpoints").mkdir(exist_ok=True)
+
+    class Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            say(f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} auc {logs.get('auc', 0):.3f} "
+                f"val_loss {logs.get('val_loss', 0):.4f} val_auc {logs.get('val_auc', 0):.3f}")
+
+    return [
+        keras.callbacks.ModelCheckpoint(out / "checkpoints" / "last.keras"),
+        keras.callbacks.ModelCheckpoint(out / "checkpoints" / "best.keras", monitor="val_auc", mode="max",
+                                        save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3, patience=2, min_lr=1e-6),
+        keras.callbacks.CSVLogger(out / "history.csv", append=True),
+        Report(),
+    ]
+
+
+def _epochs_done(history_csv: Path) -> int:
+    return len(_read_history(history_csv).get("epoch", []))
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    if not path.exists():
+        return {}
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: [float(r[k]) for r in rows if r.get(k) not in (None, "")] for k in (rows[0] if rows else {})}
+
+
+def _evaluate(model, splits, config: TrainConfig):
+    from .metrics import binary_metrics, choose_threshold
+
+    p_val = _predict(model, splits["val"][0])
+    threshold = choose_threshold(splits["val"][1], p_val, config.target_sensitivity)
+    p_test = _predict(model, splits["test"][0])
+    metrics = {"test": binary_metrics(splits["test"][1], p_test, threshold),
+               "validation": binary_metrics(splits["val"][1], p_val, threshold)}
+    return metrics, threshold, p_test
+
+
+def _predict(model, images: np.ndarray) -> np.ndarray:
+    return model.predict(images, batch_size=32, verbose=0).reshape(-1)
+
+
+def _save_holdout(out: Path, splits, config: TrainConfig) -> None:
+    images, labels = splits["test"]
+    np.savez(out / "holdout.npz", images=images, labels=labels.astype(np.int8))
+    train_images = splits["train"][0]
+    rng = np.random.default_rng(config.seed)
+    pick = rng.permutation(len(train_images))[: config.calibration_images]
+    np.savez(out / "calibration.npz", images=train_images[np.sort(pick)])
+
+
+def _plots(out: Path, history: dict, labels: np.ndarray, probs: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [e + 1 for e in history.get("epoch", [])]
+    for key, ax in (("loss", axes[0]), ("auc", axes[1])):
+        if key in history:
+            ax.plot(epochs, history[key], "o-", label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.suptitle("Training curves (synthetic phantom data, not diagnostic)")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=80)
+    plt.close(fig)
+    if len(set(labels.tolist())) == 2:
+        fpr, tpr, _ = roc_curve(labels, probs)
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot(fpr, tpr)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_xlabel("1 - specificity")
+        ax.set_ylabel("sensitivity")
+        ax.set_title("ROC, held-out test patients")
+        fig.tight_layout()
+        fig.savefig(out / "roc.png", dpi=80)
+        plt.close(fig)
+
+
+def _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history) -> Manifest:
+    from .bundle import write_bundle
+
+    synthetic = _is_synthetic(data_path)
+    manifest = Manifest(
+        name=config.name, version=config.version, threshold=round(float(threshold), 6),
+        input=InputSpec(height=config.image_size, width=config.image_size),
+        description="VGG16 slice classifier (prototype architecture), uint8 grey input.",
+        synthetic_training_data=synthetic,
+        notice=("Trained on SYNTHETIC phantoms only: not a diagnostic device, no clinical validity."
+                if synthetic else "Research software. Not a diagnostic device."),
+        training={"data": str(data_path), "synthetic": synthetic, "splits": split_info,
+                  "unreadable_files": failures[:50], "config": asdict(config),
+                  "epochs_run": len(history.get("epoch", [])), "wall_time_s": round(wall, 1),
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+                  "history": history},
+        metrics=metrics,
+        tools=_tool_versions(),
+    )
+    return write_bundle(out, manifest, {"keras": "model.keras"})
+
+
+def _is_synthetic(data: Path) -> bool:
+    note = (data if data.is_dir() else data.parent) / "README.txt"
+    return note.exists() and "SYNTHETIC" in note.read_text(errors="replace").upper()
+
+
+def _tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("asinfer", "tensorflow", "keras", "numpy", "opencv-python-headless", "pydicom", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
