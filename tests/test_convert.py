@@ -1,0 +1,215 @@
+"""Converter: a tiny trained run -> every format -> parity -> engine round trips.
+
+One 32x32 VGG16 run is trained for two steps and converted once per module;
+the tests read what that conversion wrote.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from conftest import requires_tf
+
+import engine
+from engine import FORMATS
+
+pytestmark = requires_tf
+
+SIZE = 32
+ONNX_FORMATS = [name for name, fmt in FORMATS.items() if fmt.runtime == "onnxruntime"]
+
+
+def _batch(seed: int, patients: int, slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocessed phantom slices (uint8 [N,32,32,1]), half of them dimmed and labelled 1.
+
+    Two training steps cannot learn sacroiliitis at 32x32, and a model that
+    ranks slices by noise would make AUC parity a coin toss. Brightness is
+    something even an untrained ReLU net ranks, so the labels are separable
+    and the parity numbers measure the conversion, not luck.
+    """
+    from trainer.phantoms import generate_series
+
+    pre = engine.Preprocessor(size=(SIZE, SIZE), threads=1)
+    images = np.concatenate([pre(list(generate_series(seed + k, slices=slices, size=64,
+                                                      positive=bool(k % 2)).images)) for k in range(patients)])
+    labels = np.arange(len(images)) % 2
+    images[labels == 1] = (images[labels == 1] * 0.4).astype(np.uint8)
+    return images, labels.astype(np.int8)
+
+
+def _threshold(p: np.ndarray, labels: np.ndarray) -> float:
+    """Midway between the classes' predictions (the tiny model's Youden point)."""
+    lo, hi = sorted([p[labels == 0], p[labels == 1]], key=np.mean)
+    return float((lo.max() + hi.min()) / 2) if lo.max() < hi.min() else float(np.median(p))
+
+
+def _write_run(run_dir):
+    """A run folder as training writes it, from a 32x32 model trained for two steps."""
+    import keras
+
+    from trainer.bundle import write_bundle
+    from trainer.model import build_model
+
+    train, train_labels = _batch(100, 2, 8)
+    holdout, labels = _batch(200, 4, 6)
+    model = build_model(SIZE, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy")  # gentle: keep the ranking
+    for _ in range(2):
+        model.train_on_batch(train, train_labels.astype(np.float32))
+    model.save(run_dir / "model.keras")
+    np.savez(run_dir / "holdout.npz", images=holdout, labels=labels)
+    np.savez(run_dir / "calibration.npz", images=train)
+    (run_dir / "MODEL_CARD.md").write_text("# tiny test model\nSynthetic; not a diagnostic device.\n")
+    (run_dir / "roc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    threshold = _threshold(model.predict(holdout, verbose=0).reshape(-1), labels)
+    manifest = engine.Manifest(name="convert-test", version="0.0.1", threshold=threshold,
+                               input=engine.InputSpec(height=SIZE, width=SIZE), training={"steps": 2})
+    write_bundle(run_dir, manifest, {"keras": "model.keras"})
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """(run_dir, out, manifest returned for out, progress lines): every format converted once."""
+    from trainer.convert import convert
+
+    root = tmp_path_factory.mktemp("convert") / "path with spaces"
+    run_dir, out = root / "run", root / "bundle"
+    run_dir.mkdir(parents=True)
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _write_run(run_dir)
+        manifest = convert(run_dir, out=out, progress=lines.append)
+    return run_dir, out, manifest, lines
+
+
+def test_every_format_passes_parity_and_is_recorded(converted):
+    run_dir, _, _, lines = converted
+    manifest = engine._manifest.read_manifest(run_dir / "manifest.json")
+    targets = [name for name in FORMATS if name != "keras"]
+    assert sorted(a.format for a in manifest.artifacts) == sorted(FORMATS)
+    for name in targets:
+        record = manifest.parity[name]
+        assert record["passed"] and record["n"] == 24, name
+        assert record["tolerance"] == FORMATS[name].tolerance.__dict__
+        assert record["auc"] is not None and record["dauc"] is not None
+    assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"} <= set(manifest.tools)
+    assert manifest.training == {"steps": 2}  # training's record survives the rewrite
+    assert any(line.startswith("onnx-int8: ") and "agreement" in line for line in lines)
+
+
+@pytest.mark.parametrize("fmt", ONNX_FORMATS)
+def test_onnx_artifacts_reload_in_the_engine(converted, fmt):
+    run_dir, _, _, _ = converted
+    holdout = np.load(run_dir / "holdout.npz")["images"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import keras
+
+        reference = keras.models.load_model(run_dir / "model.keras").predict(holdout, verbose=0).reshape(-1)
+    clf = engine.load(run_dir, provider="cpu", artifact=fmt, threads=1)
+    dp = np.abs(clf.run(holdout) - reference).max()
+    assert dp == pytest.approx(clf.manifest.parity[fmt]["max_abs_dp"], rel=1e-3, abs=1e-6)
+
+
+def test_onnx_graph_contract(converted):
+    import onnx
+
+    run_dir = converted[0]
+    graph = onnx.load(str(run_dir / FORMATS["onnx-fp32"].filename)).graph
+    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["probability"]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    # NHWC input, NCHW convolutions: exactly one Transpose is unavoidable.
+    assert sum(n.op_type == "Transpose" for n in graph.node) == 1
+
+
+def test_int8_settings_say_what_was_chosen_and_why(converted):
+    settings = converted[2].parity["onnx-int8"]["settings"]
+    assert settings["reduce_range"] in (False, True)
+    assert set(settings["reduce_range_trials"]) == {"False", "True"}
+    assert "VNNI" in settings["reduce_range_reason"]
+    assert any("Sigmoid" in name for name in settings["float_nodes"])
+    assert any("MatMul" in name or "Gemm" in name for name in settings["float_nodes"])
+    assert len(settings["pinned_tensors"]) >= 3  # Cast, Rescaling, Concat (and the Transpose)
+
+
+def test_out_bundle_holds_only_shipped_formats(converted):
+    _, out, manifest, _ = converted
+    shipped = {name for name, fmt in FORMATS.items() if fmt.shipped}
+    assert {a.format for a in manifest.artifacts} == shipped
+    assert {p.name for p in out.iterdir()} == {FORMATS[f].filename for f in shipped} | {
+        "manifest.json", "MODEL_CARD.md", "roc.png"}
+    assert set(manifest.parity) == set(FORMATS) - {"keras"}  # parity of every format kept
+    assert engine.verify(out) == {f: "ok" for f in shipped}
+    clf = engine.load(out, provider="cpu", threads=1)
+    assert clf.artifact.format == "onnx-int8"
+
+
+def test_lone_onnx_describes_itself(converted):
+    _, out, _, _ = converted
+    clf = engine.load(out / FORMATS["onnx-int8"].filename, provider="cpu", threads=1)
+    assert clf.artifact.format == "onnx-int8" and clf.manifest.name == "convert-test"
+    assert clf.manifest.parity["onnx-int8"]["passed"]
+
+
+def test_broken_conversion_fails_with_the_numbers(converted, tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from trainer import convert as conv
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("manifest.json", "model.keras", "holdout.npz", "calibration.npz"):
+        shutil.copy2(converted[0] / name, run_dir / name)
+    original = conv.CONVERTERS["onnx-fp32"]
+
+    def perturbed(job, dest):  # a conversion bug: one conv weight comes out wrong
+        settings = original(job, dest)
+        model = onnx.load(str(dest))
+        weight = next(i for i in model.graph.initializer if i.dims and len(i.dims) == 4)
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+        onnx.save(model, str(dest))
+        return settings
+
+    monkeypatch.setitem(conv.CONVERTERS, "onnx-fp32", perturbed)
+    before = (run_dir / "manifest.json").read_text()
+    with pytest.raises(conv.ParityError, match=r"onnx-fp32 .*max_abs_dp [0-9.e-]+ FAILS <= 0\.0001"):
+        conv.convert(run_dir, ["onnx-fp32"])
+    assert (run_dir / "manifest.json").read_text() == before  # the bad file is not recorded
+
+
+def test_format_names_are_checked():
+    from trainer.convert import convert
+
+    with pytest.raises(ValueError, match="Did you mean 'onnx-int8'"):
+        convert("nowhere", ["onnx-int9"])
+    with pytest.raises(ValueError, match="source, not a target"):
+        convert("nowhere", ["keras"])
+
+
+def test_every_format_has_a_converter():
+    from trainer.convert import CONVERTERS
+
+    assert set(CONVERTERS) == set(FORMATS) - {"keras"}
+
+
+def test_import_does_not_load_tensorflow():
+    code = "import sys, trainer.convert; print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_calibration_from_a_dataset_folder(tmp_path):
+    from trainer.convert import _calibration_images
+    from trainer.phantoms import write_dataset
+
+    write_dataset(tmp_path / "data", patients=2, slices=2, size=64)
+    manifest = engine.Manifest(name="t", version="0", input=engine.InputSpec(height=SIZE, width=SIZE))
+    images = _calibration_images(tmp_path, tmp_path / "data", manifest)
+    assert images.shape == (4, SIZE, SIZE, 1) and images.dtype == np.uint8
