@@ -200,7 +200,8 @@ def test_every_format_has_a_converter():
 
 
 def test_import_does_not_load_tensorflow():
-    code = "import sys, trainer.convert; print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx') if m in sys.modules))"
+    code = ("import sys, trainer.convert; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -213,3 +214,27 @@ def test_calibration_from_a_dataset_folder(tmp_path):
     manifest = engine.Manifest(name="t", version="0", input=engine.InputSpec(height=SIZE, width=SIZE))
     images = _calibration_images(tmp_path, tmp_path / "data", manifest)
     assert images.shape == (4, SIZE, SIZE, 1) and images.dtype == np.uint8
+
+
+def test_formats_done_before_a_parity_failure_stay_recorded(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from trainer import convert as conv
+
+    def write(job, dest):
+        dest.write_bytes(b"stand-in")
+        return {"fake": True}
+
+    ref = np.linspace(0.1, 0.9, 8)
+    labels = (ref > 0.5).astype(np.int8)
+    good = conv.measure(ref, ref, labels, 0.5)
+    bad = conv.measure(ref, ref + 0.2, labels, 0.5)
+    job = SimpleNamespace(run_dir=tmp_path, manifest=engine.Manifest(name="t", version="0"), progress=lambda s: None,
+                          parity=lambda fmt, path: good if fmt == "tflite-fp32" else bad)
+    monkeypatch.setitem(conv.CONVERTERS, "tflite-fp32", write)
+    monkeypatch.setitem(conv.CONVERTERS, "tflite-fp16", write)
+    with pytest.raises(conv.ParityError, match=r"tflite-fp16 .*max_abs_dp 0\.2 FAILS <= 0\.01"):
+        conv._convert_all(job, ["tflite-fp32", "tflite-fp16"])
+    written = engine._manifest.read_manifest(tmp_path / "manifest.json")
+    assert [a.format for a in written.artifacts] == ["tflite-fp32"]
+    assert set(written.parity) == {"tflite-fp32"} and written.parity["tflite-fp32"]["settings"] == {"fake": True}

@@ -18,7 +18,6 @@ TensorFlow, tf2onnx and onnx are imported inside the functions that use them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import platform
 import shutil
@@ -31,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from engine import FORMATS, Manifest
+from engine._bundle import sha256_file
 from engine._formats import get_format
 from engine._manifest import MANIFEST_NAME, read_manifest
 from trainer._parity import ParityError, check, measure
@@ -196,7 +196,7 @@ def _need(run_dir: Path, name: str) -> Path:
 
 
 def _check_sha256(path: Path, expected: str) -> None:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if digest != expected:
         raise ValueError(f"{path} does not match the sha256 in its manifest ({digest[:16]}... vs "
                          f"{expected[:16]}...): the model changed after training; retrain or restore it")
