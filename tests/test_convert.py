@@ -158,9 +158,6 @@ def test_lone_onnx_describes_itself(converted):
 
 
 def test_broken_conversion_fails_with_the_numbers(converted, tmp_path, monkeypatch):
-    import onnx
-    from onnx import numpy_helper
-
     from trainer import convert as conv
 
     run_dir = tmp_path / "run"
@@ -171,10 +168,7 @@ def test_broken_conversion_fails_with_the_numbers(converted, tmp_path, monkeypat
 
     def perturbed(job, dest):  # a conversion bug: one conv weight comes out wrong
         settings = original(job, dest)
-        model = onnx.load(str(dest))
-        weight = next(i for i in model.graph.initializer if i.dims and len(i.dims) == 4)
-        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
-        onnx.save(model, str(dest))
+        _scale_first_conv(dest, 1.5)
         return settings
 
     monkeypatch.setitem(conv.CONVERTERS, "onnx-fp32", perturbed)
@@ -238,3 +232,43 @@ def test_formats_done_before_a_parity_failure_stay_recorded(tmp_path, monkeypatc
     written = engine._manifest.read_manifest(tmp_path / "manifest.json")
     assert [a.format for a in written.artifacts] == ["tflite-fp32"]
     assert set(written.parity) == {"tflite-fp32"} and written.parity["tflite-fp32"]["settings"] == {"fake": True}
+
+
+def test_cli_convert_prints_parity_and_exits_3_on_failure(converted, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from trainer import convert as conv
+
+    run_dir = tmp_path / "cli run"
+    run_dir.mkdir()
+    for name in ("manifest.json", "model.keras", "holdout.npz", "calibration.npz"):
+        shutil.copy2(converted[0] / name, run_dir / name)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["convert", str(run_dir), "--formats", "onnx-fp32"])
+    assert ok.exit_code == 0, ok.output
+    assert "onnx-fp32" in ok.stdout and "True" in ok.stdout
+
+    original = conv.CONVERTERS["onnx-fp32"]
+
+    def off_by_a_bit(job, dest):
+        settings = original(job, dest)
+        _scale_first_conv(dest, 2.0)
+        return settings
+
+    monkeypatch.setitem(conv.CONVERTERS, "onnx-fp32", off_by_a_bit)
+    bad = runner.invoke(app, ["convert", str(run_dir), "--formats", "onnx-fp32"])
+    assert bad.exit_code == 3
+    assert "parity check failed" in bad.stderr and "FAILS" in bad.stderr
+    assert runner.invoke(app, ["convert", str(run_dir), "--formats", "onnx-int9"]).exit_code == 2
+
+
+def _scale_first_conv(path, factor: float) -> None:
+    """Simulate a conversion bug: scale the first convolution's weights in an ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weight = next(i for i in model.graph.initializer if i.dims and len(i.dims) == 4)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * factor, weight.name))
+    onnx.save(model, str(path))
