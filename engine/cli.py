@@ -35,6 +35,8 @@ Examples:
 
   asinfer convert runs/x --out models/my-bundle      # ONNX + TFLite, parity-checked
 
+  asinfer bench runs/x --fail-under "onnx-int8/keras>=3.0" --json bench.json
+
 Exit codes: 0 success (every input predicted); 1 some inputs failed (each has
 a row with its reason); 2 usage or model error; 3 conversion parity failed.
 """
