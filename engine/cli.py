@@ -16,29 +16,26 @@ from ._version import __version__
 
 HELP = """Screen sacroiliac-joint / spine MRI slices for axial spondyloarthritis (AS).
 
-Research software, not a diagnostic device. The shipped models were trained on
-synthetic phantoms.
+Research software, not a diagnostic device. The shipped models were built
+without patient data.
 
+\b
 Examples:
+  asinfer predict series/ slice.png                  every slice, table on stdout
+  asinfer predict scans/ -f csv -o results.csv       CSV for machines
+  asinfer predict one.dcm --provider cuda -f json
+  asinfer info                                       model, hashes, providers
+  asinfer synth demo --patients 4 --format dicom     synthetic phantom dataset
+  asinfer train phantoms/ --out runs/x --epochs 5    needs the train extra
+  asinfer convert runs/x --out models/my-bundle      ONNX + TFLite, parity-checked
+  asinfer bench runs/x --fail-under "onnx-int8/keras>=3.0"
 
-  asinfer predict series/ slice.png          # every slice, table on stdout
-
-  asinfer predict scans/ --format csv --output results.csv
-
-  asinfer predict one.dcm --provider cuda --format json
-
-  asinfer info                               # shipped model, hashes, providers
-
-  asinfer synth demo --patients 4 --format dicom   # synthetic phantom dataset
-
-  asinfer train phantoms/ --out runs/x --epochs 5   # needs the train extra
-
-  asinfer convert runs/x --out models/my-bundle      # ONNX + TFLite, parity-checked
-
-  asinfer bench runs/x --fail-under "onnx-int8/keras>=3.0" --json bench.json
-
-Exit codes: 0 success (every input predicted); 1 some inputs failed (each has
-a row with its reason); 2 usage or model error; 3 conversion parity failed.
+\b
+Exit codes:
+  0  success (every input predicted)
+  1  some inputs failed (each has a row with its reason); bench: a gate failed
+  2  usage or model error
+  3  convert: a converted model failed its parity check
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
