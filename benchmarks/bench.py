@@ -517,12 +517,14 @@ def render_text(report: dict) -> str:
 def write_json(report: dict, path: Path) -> None:
     import json
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def write_markdown(report: dict, path: Path) -> Path | None:
     """The markdown report, with the img/s bar chart beside it (``<name>.png``); returns the chart path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     png = path.with_suffix(".png")
     note = _report.chart(report, png)
     if note:

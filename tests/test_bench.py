@@ -182,11 +182,12 @@ def test_report_pipeline_rows_gates_and_machine(report):
 
 @requires_tf
 def test_json_and_markdown_carry_the_machine_and_command(report, tmp_path):
-    bench.write_json(report, tmp_path / "bench.json")
-    assert json.loads((tmp_path / "bench.json").read_text())["command"] == report["command"]
-    chart = bench.write_markdown(report, tmp_path / "benchmarks.md")
-    text = (tmp_path / "benchmarks.md").read_text()
-    assert chart == tmp_path / "benchmarks.png" and chart.read_bytes()[:4] == b"\x89PNG"
+    out = tmp_path / "new folder"  # outputs may name folders that do not exist yet
+    bench.write_json(report, out / "bench.json")
+    assert json.loads((out / "bench.json").read_text())["command"] == report["command"]
+    chart = bench.write_markdown(report, out / "benchmarks.md")
+    text = (out / "benchmarks.md").read_text()
+    assert chart == out / "benchmarks.png" and chart.read_bytes()[:4] == b"\x89PNG"
     assert f"`{report['command']}`" in text and report["machine"]["cpu"] in text
     assert "## Parity against Keras" in text and "| onnx-int8 parity | accuracy | pass |" in text
     assert "![img/s per format](benchmarks.png)" in text
