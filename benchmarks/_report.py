@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")
@@ -33,13 +32,9 @@ def _cpuinfo() -> dict[str, str]:
 
 def versions() -> dict[str, str]:
     """Installed versions of the packages that decide the numbers."""
-    found = {}
-    for dist in VERSIONS:
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    from trainer.bundle import tool_versions
+
+    return tool_versions(VERSIONS)
 
 
 # --- cells ---------------------------------------------------------------------------------------------------

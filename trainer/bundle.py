@@ -39,6 +39,19 @@ def write_bundle(folder: Path, manifest: Manifest, files: dict[str, str]) -> Man
     return final
 
 
+def tool_versions(dists) -> dict[str, str]:
+    """Installed versions of the named distributions (absent ones left out), for manifests and reports."""
+    from importlib import metadata
+
+    found = {}
+    for dist in dists:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
 def embed_manifest(path: Path, manifest: Manifest) -> None:
     """Store ``manifest`` as JSON in the ONNX file's ``metadata_props``."""
     import onnx

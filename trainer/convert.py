@@ -23,7 +23,6 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,7 +33,7 @@ from engine._bundle import sha256_file
 from engine._formats import get_format
 from engine._manifest import MANIFEST_NAME, read_manifest
 from trainer._parity import ParityError, check, measure
-from trainer.bundle import write_bundle
+from trainer.bundle import tool_versions, write_bundle
 
 __all__ = ["CONVERTERS", "ParityError", "convert"]
 
@@ -251,13 +250,7 @@ def _ship(manifest: Manifest, run_dir: Path, out: Path) -> Manifest:
 
 
 def _versions() -> dict[str, str]:
-    found = {}
-    for dist in TOOLS:
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return tool_versions(TOOLS)
 
 
 # --- ONNX ----------------------------------------------------------------------------------------------------

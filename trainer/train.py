@@ -327,12 +327,7 @@ def _is_synthetic(data: Path) -> bool:
 
 
 def _tool_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from .bundle import tool_versions
 
-    out = {}
-    for pkg in ("asinfer", "tensorflow", "keras", "numpy", "opencv-python-headless", "pydicom", "onnxruntime"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return tool_versions(("asinfer", "tensorflow", "keras", "numpy", "opencv-python-headless", "pydicom",
+                          "onnxruntime"))
