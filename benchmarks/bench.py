@@ -189,10 +189,10 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
         engine.ModelError: the model cannot be found or read.
         FileNotFoundError, ValueError: unusable ``config.data``.
     """
-    from engine._bundle import _locate
+    from engine import locate
 
     say = progress or (lambda line: None)
-    manifest, folder = _locate(config.model)
+    manifest, folder = locate(config.model)
     data = _load_data(config, manifest, say)
     try:
         rows = _rows(config, manifest, folder)
@@ -387,9 +387,9 @@ def _pipeline(config: BenchConfig, files: list[Path], say: Progress) -> list[Sta
 
 def _e2e_artifact(model: Path) -> str | None:
     """int8 when the bundle has it, else the engine's own CPU choice."""
-    from engine._bundle import _locate
+    from engine import locate
 
-    manifest, _ = _locate(model)
+    manifest, _ = locate(model)
     return E2E_ARTIFACT if manifest.artifact(E2E_ARTIFACT) else None
 
 
@@ -400,9 +400,9 @@ def _preprocess_fn(clf, config: BenchConfig, files: list[Path]) -> Callable[[], 
     if clf is not None:
         pre = clf.preprocessor
     else:
-        from engine._bundle import _locate
+        from engine import locate
 
-        m, _ = _locate(config.model)
+        m, _ = locate(config.model)
         pre = engine.Preprocessor(m.preprocessing, (m.input.height, m.input.width), config.threads)
     return lambda: list(pre.map(lambda f: [pre.one(fr) for fr in engine.read_frames(f)], files))
 

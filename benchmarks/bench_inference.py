@@ -32,9 +32,9 @@ def _model() -> Path:
 
 @pytest.fixture(scope="module", params=ENGINE_FORMATS)
 def classifier(request):
-    from engine._bundle import _locate
+    from engine import locate
 
-    manifest, _ = _locate(_model())
+    manifest, _ = locate(_model())
     if manifest.artifact(request.param) is None:
         pytest.skip(f"{request.param} not in {_model()}")
     return engine.load(_model(), provider="cpu", artifact=request.param)

@@ -32,9 +32,10 @@ def settings(cores: int) -> dict[str, SessionConfig]:
 
 def _model_bytes(path: Path) -> bytes:
     if path.is_dir():
-        from engine._bundle import _choose, _locate, _verified_bytes
+        from engine import locate
+        from engine._bundle import _choose, _verified_bytes
 
-        manifest, folder = _locate(path)
+        manifest, folder = locate(path)
         return _verified_bytes(folder, _choose(manifest, PROVIDERS["cpu"].formats, None))
     return path.read_bytes()
 

@@ -14,6 +14,7 @@ imported when first used, and TensorFlow never.
 
 from ._bundle import default_model as default_model
 from ._bundle import load as load
+from ._bundle import locate as locate
 from ._bundle import make_artifact as make_artifact
 from ._bundle import verify as verify
 from ._classifier import Classifier as Classifier

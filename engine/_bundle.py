@@ -56,7 +56,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact
     if artifact is not None and not get_format(artifact).engine:
         runnable = [f.name for f in FORMATS.values() if f.engine]
         raise ValueError(f"artifact {artifact!r} is not run by the engine; choose one of {', '.join(runnable)}")
-    manifest, folder = _locate(path)
+    manifest, folder = locate(path)
     config = SessionConfig(threads=threads)
     for prov in resolve(provider):
         art = _choose(manifest, prov.formats, artifact)
@@ -76,8 +76,19 @@ def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact
                      f"(artifact={artifact!r}); the bundle has: {have}")
 
 
-def _locate(path: Path) -> tuple[Manifest, Path | None]:
-    """The manifest, and the folder its artifact paths are relative to (None: lone file)."""
+def locate(path: str | os.PathLike) -> tuple[Manifest, Path | None]:
+    """Read a model's manifest without loading it.
+
+    Args:
+        path: bundle folder, its ``manifest.json``, or an ``.onnx`` file.
+
+    Returns:
+        ``(manifest, folder)``: ``folder`` holds the artifacts, None for a lone ``.onnx``.
+
+    Raises:
+        ModelError: missing, not a bundle, or an invalid manifest.
+    """
+    path = Path(path)
     if path.is_dir():
         return read_manifest(path / MANIFEST_NAME), path
     if path.name == MANIFEST_NAME or path.suffix == ".json":
@@ -147,7 +158,7 @@ def _verified_bytes(folder: Path, art: Artifact) -> bytes:
 
 def verify(path: str | os.PathLike) -> dict[str, str]:
     """Check every artifact of a bundle: format -> "ok" | "missing" | "sha256 mismatch"."""
-    manifest, folder = _locate(Path(path))
+    manifest, folder = locate(path)
     if folder is None:
         return {a.format: "ok (lone file, no recorded hash)" for a in manifest.artifacts}
     status = {}

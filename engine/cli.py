@@ -180,11 +180,11 @@ def info(
 ) -> None:
     """Show a model's manifest, its artifacts and their sha256 checks, and the available providers."""
     import engine
-    from engine._bundle import _locate
+    from engine import locate
 
     path = model or engine.default_model()
     try:
-        manifest, _ = _locate(Path(path))
+        manifest, _ = locate(path)
         checks = engine.verify(path)
         providers = engine.available_providers()
     except (engine.ModelError, ValueError, OSError) as exc:
