@@ -83,7 +83,7 @@ def test_imagenet_offline_says_how_to_supply_the_file(tmp_path, monkeypatch):
 def test_local_weights_file_is_loaded(tmp_path):
     from trainer.model import build_model, vgg_base
 
-    source = build_model(32, seed=7)
+    source = build_model(32, seed=7, batch_norm=False)
     path = tmp_path / "vgg16_notop.weights.h5"
     vgg_base(source).save_weights(path)
     loaded = build_model(32, weights=str(path))

@@ -25,7 +25,7 @@ _IMAGENET_MEAN = (103.939, 116.779, 123.68)
 
 
 def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, dropout: float = 0.5,
-                seed: int = 0):
+                seed: int = 0, batch_norm: bool | None = None):
     """Build the classifier.
 
     Args:
@@ -35,6 +35,11 @@ def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, 
         freeze_blocks: VGG16 blocks 1..k kept frozen (0 = all trainable).
         dropout: dropout rate before the output layer.
         seed: initialisation seed.
+        batch_norm: batch normalisation after each convolution (VGG16-BN).
+            Default: on from scratch, off with pretrained weights (ImageNet
+            VGG16 has none). Plain VGG16 did not learn the phantom task from
+            scratch; BN folds into the convolutions at conversion, so the
+            deployed graph has VGG16's layers and cost either way.
 
     Returns:
         An uncompiled ``keras.Model`` named ``as_vgg16``.
@@ -60,7 +65,14 @@ def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, 
     else:
         x = layers.Rescaling(1.0 / 255.0, name="scale")(inp)
         x = layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(size, size, 3))
+    if batch_norm is None:
+        batch_norm = not pretrained
+    if batch_norm and pretrained:
+        raise ValueError("pretrained VGG16 weights have no batch norm: use batch_norm=False")
+    if batch_norm:
+        base = vgg16_bn(size)
+    else:
+        base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(size, size, 3))
     if pretrained:
         base.load_weights(_weights_file(weights))
     else:
@@ -72,6 +84,29 @@ def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, 
     x = layers.Dropout(dropout, name="drop")(x)
     out = layers.Dense(1, activation="sigmoid", name="probability")(x)
     return keras.Model(inp, out, name="as_vgg16")
+
+
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+def vgg16_bn(size: int):
+    """VGG16's convolutional base with batch norm after each convolution.
+
+    Same layer names as ``keras.applications.VGG16`` (``block1_conv1`` ...),
+    plus ``blockK_bnJ``; convolutions carry no bias (BN's beta replaces it).
+    """
+    import keras
+    from keras import layers
+
+    inp = keras.Input(shape=(size, size, 3))
+    x = inp
+    for b, (width, convs) in enumerate(VGG16_BLOCKS, start=1):
+        for c in range(1, convs + 1):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{b}_conv{c}")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{c}")(x)
+            x = layers.ReLU(name=f"block{b}_relu{c}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    return keras.Model(inp, x, name="vgg16")
 
 
 def freeze(base, blocks: int) -> None:

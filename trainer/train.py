@@ -42,6 +42,7 @@ class TrainConfig:
     image_size: int = 224
     weights: str = "none"  # none | imagenet | path to VGG16 notop weights
     freeze_blocks: int = 3  # from scratch: VGG16 blocks 1..k frozen to save time
+    batch_norm: bool | None = None  # VGG16-BN; None: on from scratch, off with pretrained weights
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-4
@@ -149,7 +150,8 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say):
         model = keras.models.load_model(ckpt)
     else:
         history_csv.unlink(missing_ok=True)
-        model = build_model(config.image_size, config.weights, config.freeze_blocks, seed=config.seed)
+        model = build_model(config.image_size, config.weights, config.freeze_blocks, seed=config.seed,
+                            batch_norm=config.batch_norm)
     pretrained = config.weights != "none"
     phases = [(config.head_epochs, config.learning_rate, 5), (config.epochs, config.fine_tune_learning_rate,
                                                               5 - config.fine_tune_blocks)] if pretrained else \
