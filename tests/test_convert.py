@@ -6,6 +6,7 @@ the tests read what that conversion wrote.
 
 from __future__ import annotations
 
+import collections
 import shutil
 import subprocess
 import sys
@@ -124,8 +125,11 @@ def test_onnx_graph_contract(converted):
     graph = onnx.load(str(run_dir / FORMATS["onnx-fp32"].filename)).graph
     assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["probability"]
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    ops = collections.Counter(n.op_type for n in graph.node)
     # NHWC input, NCHW convolutions: exactly one Transpose is unavoidable.
-    assert sum(n.op_type == "Transpose" for n in graph.node) == 1
+    assert ops["Transpose"] == 1
+    # Batch norm is folded into the 13 convolutions, not left as per-conv arithmetic.
+    assert ops["Conv"] == 13 and ops["BatchNormalization"] == 0 and ops["Add"] + ops["Mul"] < 13
 
 
 def test_int8_settings_say_what_was_chosen_and_why(converted):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -63,9 +64,14 @@ def test_resume_continues_from_the_checkpoint(run_dir):
 
     cfg = TrainConfig.load(run_dir / "train_config.json")
     cfg.epochs = 2
+    first_session = json.loads((run_dir / "manifest.json").read_text())["training"]["wall_time_s"]
     messages = []
-    train(cfg, run_dir, resume=True, progress=messages.append)
+    started = time.time()
+    manifest = train(cfg, run_dir, resume=True, progress=messages.append)
+    elapsed = time.time() - started
     assert any("resuming after epoch 1" in m for m in messages)
+    # the run's wall time sums both sessions
+    assert first_session + 0.8 * elapsed < manifest.training["wall_time_s"] <= first_session + elapsed + 0.5
     assert any(m.startswith("epoch 2:") for m in messages)
     assert not any(m.startswith("epoch 1:") for m in messages)
 

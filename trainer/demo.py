@@ -38,16 +38,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = TrainConfig.load(args.config) if args.config else DEMO_CONFIG
-    started = time.time()
-    train(config, args.run, resume=True, progress=lambda m: logging.info(m))
+    manifest = train(config, args.run, resume=True, progress=lambda m: logging.info(m))
     if args.train_only:
         return
     from .convert import convert
 
+    started = time.time()  # training time (all sessions of the run) is in the manifest
     convert(args.run, out=args.out, progress=lambda m: logging.info(m))
     from .card import write_card
 
-    write_card(args.out, total_wall_s=time.time() - started)
+    write_card(args.out, total_wall_s=manifest.training["wall_time_s"] + time.time() - started)
     logging.info("wrote %s", args.out)
 
 

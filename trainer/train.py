@@ -93,17 +93,17 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
     say = progress or (lambda msg: log.info(msg))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    clock = _Clock(out / "wall_time_s", resume)
     config.save(out / "train_config.json")
     data_path = _dataset(config, out, say)
     splits, split_info, failures = _load_splits(data_path, config, out, say)
-    model, history = _fit(config, splits, out, resume, say)
+    model, history = _fit(config, splits, out, resume, say, clock)
     say("evaluating on validation (threshold) and test")
     metrics, threshold, p_test = _evaluate(model, splits, config)
     _save_holdout(out, splits, config)
     _plots(out, history, splits["test"][1], p_test)
     model.save(out / "model.keras")
-    wall = time.time() - started
+    wall = clock.save()
     return _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history)
 
 
@@ -137,7 +137,20 @@ def _load_splits(data: Path, config: TrainConfig, out: Path, say):
     return splits, split.info | {"by_patient": split.by_patient}, failures
 
 
-def _fit(config: TrainConfig, splits, out: Path, resume: bool, say):
+class _Clock:
+    """Wall time of a run, summed over the sessions that resumed it (kept in ``path``)."""
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path, self.started = path, time.time()
+        self.prior = float(path.read_text()) if resume and path.exists() else 0.0
+
+    def save(self) -> float:
+        total = self.prior + time.time() - self.started
+        self.path.write_text(f"{total:.1f}\n")
+        return total
+
+
+def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Clock):
     import keras
 
     from .model import build_model, freeze, vgg_base
@@ -165,7 +178,7 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say):
             say(f"training epochs {max(done, start) + 1}-{end}: blocks 1-{frozen} frozen, lr {lr:g}")
             model.fit(_train_dataset(splits["train"], config), validation_data=splits["val"],
                       initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(splits["train"][1]),
-                      callbacks=_callbacks(out, config, say), verbose=0)
+                      callbacks=_callbacks(out, config, say, clock), verbose=0)
         start = end
     return model, _read_history(history_csv)
 
@@ -208,7 +221,7 @@ def _class_weights(labels: np.ndarray) -> dict[int, float]:
     return {0: n / (2 * (n - pos)), 1: n / (2 * pos)}
 
 
-def _callbacks(out: Path, config: TrainConfig, say):
+def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock):
     import keras
 
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -216,6 +229,7 @@ def _callbacks(out: Path, config: TrainConfig, say):
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
+            clock.save()
             say(f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} auc {logs.get('auc', 0):.3f} "
                 f"val_loss {logs.get('val_loss', 0):.4f} val_auc {logs.get('val_auc', 0):.3f}")
 
@@ -308,7 +322,7 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
     manifest = Manifest(
         name=config.name, version=config.version, threshold=round(float(threshold), 6),
         input=InputSpec(height=config.image_size, width=config.image_size),
-        description="VGG16 slice classifier (prototype architecture), uint8 grey input.",
+        description=_describe(config),
         synthetic_training_data=synthetic,
         notice=("Trained on SYNTHETIC phantoms only: not a diagnostic device, no clinical validity."
                 if synthetic else "Research software. Not a diagnostic device."),
@@ -321,6 +335,14 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
         tools=_tool_versions(),
     )
     return write_bundle(out, manifest, {"keras": "model.keras"})
+
+
+def _describe(config: TrainConfig) -> str:
+    batch_norm = config.batch_norm if config.batch_norm is not None else config.weights == "none"
+    if batch_norm:
+        return ("VGG16-BN slice classifier: the prototype's VGG16 with batch norm after each convolution "
+                "(folded into the convolutions at conversion), uint8 grey input.")
+    return "VGG16 slice classifier (prototype architecture), uint8 grey input."
 
 
 def _is_synthetic(data: Path) -> bool:
