@@ -130,6 +130,10 @@ def test_onnx_graph_contract(converted):
     assert ops["Transpose"] == 1
     # Batch norm is folded into the 13 convolutions, not left as per-conv arithmetic.
     assert ops["Conv"] == 13 and ops["BatchNormalization"] == 0 and ops["Add"] + ops["Mul"] < 13
+    # /255 and grey->RGB are folded into the first convolution: it reads one channel.
+    first = next(n for n in graph.node if n.op_type == "Conv")
+    weights = {i.name: i for i in graph.initializer}
+    assert ops["Concat"] == 0 and list(weights[first.input[1]].dims)[:2] == [64, 1]
 
 
 def test_int8_settings_say_what_was_chosen_and_why(converted):
@@ -139,7 +143,7 @@ def test_int8_settings_say_what_was_chosen_and_why(converted):
     assert "VNNI" in settings["reduce_range_reason"]
     assert any("Sigmoid" in name for name in settings["float_nodes"])
     assert any("MatMul" in name or "Gemm" in name for name in settings["float_nodes"])
-    assert len(settings["pinned_tensors"]) >= 3  # Cast, Rescaling, Concat (and the Transpose)
+    assert len(settings["pinned_tensors"]) >= 2  # Cast and the Transpose: the uint8 pixels, exactly
 
 
 def test_out_bundle_holds_only_shipped_formats(converted):
