@@ -76,6 +76,20 @@ def test_resume_continues_from_the_checkpoint(run_dir):
     assert not any(m.startswith("epoch 1:") for m in messages)
 
 
+def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
+    from trainer.train import TrainConfig, train
+
+    cfg = TrainConfig(synth={"patients": 8, "slices": 3, "seed": 4, "size": 96}, image_size=48, warmup_size=32,
+                      warmup_epochs=1, epochs=1, batch_size=8, calibration_images=4, freeze_blocks=2)
+    messages = []
+    manifest = train(cfg, tmp_path / "run", progress=messages.append)
+    starts = [m for m in messages if m.startswith("training epochs")]
+    assert starts[0].startswith("training epochs 1-1 at 32x32: blocks 1-0 frozen")
+    assert starts[1].startswith("training epochs 2-2 at 48x48: blocks 1-2 frozen")
+    assert manifest.input.height == 48 and manifest.training["epochs_run"] == 2
+    assert np.load(tmp_path / "run" / "holdout.npz")["images"].shape[1:] == (48, 48, 1)
+
+
 def test_imagenet_offline_says_how_to_supply_the_file(tmp_path, monkeypatch):
     from trainer.model import build_model
 

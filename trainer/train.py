@@ -43,6 +43,9 @@ class TrainConfig:
     weights: str = "none"  # none | imagenet | path to VGG16 notop weights
     freeze_blocks: int = 3  # from scratch: VGG16 blocks 1..k frozen to save time
     batch_norm: bool | None = None  # VGG16-BN; None: on from scratch, off with pretrained weights
+    warmup_epochs: int = 0  # from scratch: first train at warmup_size (cheap steps), then at image_size
+    warmup_size: int = 112
+    warmup_freeze_blocks: int = 0
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-4
@@ -97,7 +100,10 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
     config.save(out / "train_config.json")
     data_path = _dataset(config, out, say)
     splits, split_info, failures = _load_splits(data_path, config, out, say)
-    model, history = _fit(config, splits, out, resume, say, clock)
+    warm = None
+    if config.warmup_epochs and config.weights == "none":
+        warm = _load_splits(data_path, config, out, lambda _: None, config.warmup_size)[0]
+    model, history = _fit(config, splits, out, resume, say, clock, warm)
     say("evaluating on validation (threshold) and test")
     metrics, threshold, p_test = _evaluate(model, splits, config)
     _save_holdout(out, splits, config)
@@ -121,7 +127,7 @@ def _dataset(config: TrainConfig, out: Path, say) -> Path:
     return target
 
 
-def _load_splits(data: Path, config: TrainConfig, out: Path, say):
+def _load_splits(data: Path, config: TrainConfig, out: Path, say, size: int | None = None):
     records = read_index(data)
     split = split_by_patient(records, config.val_fraction, config.test_fraction, config.seed)
     say(f"{len(records)} slices; split {'by patient' if split.by_patient else 'by slice'}: "
@@ -129,7 +135,7 @@ def _load_splits(data: Path, config: TrainConfig, out: Path, say):
     splits, failures = {}, []
     for name in ("train", "val", "test"):
         chosen = [records[i] for i in getattr(split, name)]
-        images, labels, failed = load_images(chosen, config.image_size, PreprocessSpec(), out / "cache")
+        images, labels, failed = load_images(chosen, size or config.image_size, PreprocessSpec(), out / "cache")
         splits[name] = (images, labels.astype(np.float32))
         failures += failed
     if failures:
@@ -150,7 +156,14 @@ class _Clock:
         return total
 
 
-def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Clock):
+def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Clock, warm=None):
+    """Train through the phases; returns the model and the history.
+
+    Phases: (epochs, learning rate, frozen blocks, image size, data). From
+    scratch, an optional warm-up at a smaller size comes first: convolution
+    weights do not depend on the image size, so the same weights continue at
+    ``image_size`` (progressive resizing), and a step there costs ~1/4.
+    """
     import keras
 
     from .model import build_model, freeze, vgg_base
@@ -165,22 +178,40 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
         history_csv.unlink(missing_ok=True)
         model = build_model(config.image_size, config.weights, config.freeze_blocks, seed=config.seed,
                             batch_norm=config.batch_norm)
-    pretrained = config.weights != "none"
-    phases = [(config.head_epochs, config.learning_rate, 5), (config.epochs, config.fine_tune_learning_rate,
-                                                              5 - config.fine_tune_blocks)] if pretrained else \
-        [(config.epochs, config.learning_rate, config.freeze_blocks)]
+    size = config.image_size
+    if config.weights != "none":
+        phases = [(config.head_epochs, config.learning_rate, 5, size, splits),
+                  (config.epochs, config.fine_tune_learning_rate, 5 - config.fine_tune_blocks, size, splits)]
+    else:
+        phases = [(config.warmup_epochs, config.learning_rate, config.warmup_freeze_blocks, config.warmup_size, warm)]
+        phases = (phases if warm is not None else []) + [(config.epochs, config.learning_rate, config.freeze_blocks,
+                                                          size, splits)]
     start = 0
-    for epochs, lr, frozen in phases:
+    for epochs, lr, frozen, size, data in phases:
         end = start + epochs
         if done < end:
+            if model.input_shape[1] != size:
+                model = _resized(model, size, config)
             freeze(vgg_base(model), frozen)
             _compile(model, lr)
-            say(f"training epochs {max(done, start) + 1}-{end}: blocks 1-{frozen} frozen, lr {lr:g}")
-            model.fit(_train_dataset(splits["train"], config), validation_data=splits["val"],
-                      initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(splits["train"][1]),
+            say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: blocks 1-{frozen} frozen, lr {lr:g}")
+            model.fit(_train_dataset(data["train"], config), validation_data=data["val"],
+                      initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
                       callbacks=_callbacks(out, config, say, clock), verbose=0)
         start = end
+    if model.input_shape[1] != config.image_size:  # resumed after the last epoch of the warm-up
+        model = _resized(model, config.image_size, config)
     return model, _read_history(history_csv)
+
+
+def _resized(model, size: int, config: TrainConfig):
+    """The same weights in a model built for ``size`` x ``size`` input."""
+    from .model import build_model
+
+    batch_norm = config.batch_norm if config.batch_norm is not None else config.weights == "none"
+    new = build_model(size, "none", seed=config.seed, batch_norm=batch_norm)
+    new.set_weights(model.get_weights())
+    return new
 
 
 def _compile(model, lr: float) -> None:
@@ -254,7 +285,9 @@ def _read_history(path: Path) -> dict[str, list[float]]:
         return {}
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return {k: [float(r[k]) for r in rows if r.get(k) not in (None, "")] for k in (rows[0] if rows else {})}
+    # CSVLogger writes NA for a metric an epoch did not log (e.g. after a phase change)
+    return {k: [float("nan") if r[k] == "NA" else float(r[k]) for r in rows if r.get(k) not in (None, "")]
+            for k in (rows[0] if rows else {})}
 
 
 def _evaluate(model, splits, config: TrainConfig):
