@@ -65,6 +65,7 @@ def test_resume_continues_from_the_checkpoint(run_dir):
     cfg = TrainConfig.load(run_dir / "train_config.json")
     cfg.epochs = 2
     first_session = json.loads((run_dir / "manifest.json").read_text())["training"]["wall_time_s"]
+    (run_dir / "manifest.json").unlink()  # as if the first session had been stopped during training
     messages = []
     started = time.time()
     manifest = train(cfg, run_dir, resume=True, progress=messages.append)
@@ -76,6 +77,17 @@ def test_resume_continues_from_the_checkpoint(run_dir):
     assert not any(m.startswith("epoch 1:") for m in messages)
 
 
+def test_resuming_a_finished_run_keeps_its_model(run_dir):
+    from trainer.train import TrainConfig, train
+
+    before = (run_dir / "model.keras").stat().st_mtime_ns, (run_dir / "manifest.json").read_text()
+    messages = []
+    manifest = train(TrainConfig.load(run_dir / "train_config.json"), run_dir, resume=True, progress=messages.append)
+    assert messages == [f"{run_dir} is a finished run (manifest.json, model.keras); nothing to resume"]
+    assert ((run_dir / "model.keras").stat().st_mtime_ns, (run_dir / "manifest.json").read_text()) == before
+    assert manifest.name == json.loads(before[1])["name"]
+
+
 def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
     from trainer.train import TrainConfig, train
 
@@ -84,7 +96,7 @@ def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
     messages = []
     manifest = train(cfg, tmp_path / "run", progress=messages.append)
     starts = [m for m in messages if m.startswith("training epochs")]
-    assert starts[0].startswith("training epochs 1-1 at 32x32: blocks 1-0 frozen")
+    assert starts[0].startswith("training epochs 1-1 at 32x32: all blocks trainable")
     assert starts[1].startswith("training epochs 2-2 at 48x48: blocks 1-2 frozen")
     assert manifest.input.height == 48 and manifest.training["epochs_run"] == 2
     assert np.load(tmp_path / "run" / "holdout.npz")["images"].shape[1:] == (48, 48, 1)

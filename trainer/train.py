@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from engine import InputSpec, Manifest, PreprocessSpec
+from engine._manifest import read_manifest
 
 from .data import load_images, read_index, split_by_patient
 
@@ -84,7 +85,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
     Args:
         config: the run's settings.
         out: run directory (created).
-        resume: continue from ``out/checkpoints/last.keras`` if present.
+        resume: continue from ``out/checkpoints/last.keras`` if present; a
+            finished run (manifest.json and model.keras written) is returned as it is.
         progress: called with one-line status messages.
 
     Returns:
@@ -96,6 +98,11 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
     say = progress or (lambda msg: log.info(msg))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / "manifest.json").exists() and (out / "model.keras").exists():
+        # A finished run: its model is the best epoch EarlyStopping restored, which
+        # checkpoints/last.keras is not; re-evaluating that would replace it.
+        say(f"{out} is a finished run (manifest.json, model.keras); nothing to resume")
+        return read_manifest(out / "manifest.json")
     clock = _Clock(out / "wall_time_s", resume)
     config.save(out / "train_config.json")
     data_path = _dataset(config, out, say)
@@ -194,7 +201,8 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
                 model = _resized(model, size, config)
             freeze(vgg_base(model), frozen)
             _compile(model, lr)
-            say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: blocks 1-{frozen} frozen, lr {lr:g}")
+            frozen_text = f"blocks 1-{frozen} frozen" if frozen else "all blocks trainable"
+            say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
             model.fit(_train_dataset(data["train"], config), validation_data=data["val"],
                       initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
                       callbacks=_callbacks(out, config, say, clock), verbose=0)
