@@ -17,7 +17,7 @@ from ._providers import SessionConfig, create_session, resolve
 log = logging.getLogger("asinfer")
 
 #: The bundle used when no model is named: $ASINFER_MODEL, else this folder under models/.
-DEFAULT_MODEL = "asinfer-tiny"
+DEFAULT_MODEL = "asinfer-vgg16-phantom"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 

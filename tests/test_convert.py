@@ -67,6 +67,7 @@ def _write_run(run_dir):
     np.savez(run_dir / "calibration.npz", images=train)
     (run_dir / "MODEL_CARD.md").write_text("# tiny test model\nSynthetic; not a diagnostic device.\n")
     (run_dir / "roc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (run_dir / "train_config.json").write_text("{}\n")
     threshold = _threshold(model.predict(holdout, verbose=0).reshape(-1), labels)
     manifest = engine.Manifest(name="convert-test", version="0.0.1", threshold=threshold,
                                input=engine.InputSpec(height=SIZE, width=SIZE), training={"steps": 2})
@@ -151,7 +152,7 @@ def test_out_bundle_holds_only_shipped_formats(converted):
     shipped = {name for name, fmt in FORMATS.items() if fmt.shipped}
     assert {a.format for a in manifest.artifacts} == shipped
     assert {p.name for p in out.iterdir()} == {FORMATS[f].filename for f in shipped} | {
-        "manifest.json", "MODEL_CARD.md", "roc.png"}
+        "manifest.json", "MODEL_CARD.md", "roc.png", "train_config.json"}
     assert set(manifest.parity) == set(FORMATS) - {"keras"}  # parity of every format kept
     assert engine.verify(out) == {f: "ok" for f in shipped}
     clf = engine.load(out, provider="cpu", threads=1)

@@ -74,7 +74,8 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
 
 
 def _recipe(cfg: dict) -> str:
-    keys = ("image_size", "weights", "batch_norm", "freeze_blocks", "epochs", "batch_size", "learning_rate", "patience", "seed")
+    keys = ("image_size", "weights", "batch_norm", "warmup_epochs", "warmup_size", "warmup_freeze_blocks",
+            "freeze_blocks", "epochs", "batch_size", "learning_rate", "patience", "seed")
     return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg)
 
 

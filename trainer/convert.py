@@ -43,7 +43,8 @@ OPSET = 17
 BATCH = 32  # slices per inference call during parity and calibration
 MAX_CALIBRATION = 512  # slices drawn from a calibration dataset; a few hundred suffice for MinMax
 TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
-EXTRA_FILES = ("*.png", "MODEL_CARD.md")  # copied into the shipped bundle beside the artifacts
+# copied into the shipped bundle beside the artifacts; train_config.json reproduces the run
+EXTRA_FILES = ("*.png", "MODEL_CARD.md", "train_config.json")
 
 
 @dataclass
