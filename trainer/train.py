@@ -77,6 +77,11 @@ class TrainConfig:
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
+    @property
+    def uses_batch_norm(self) -> bool:
+        """``batch_norm`` with its default resolved: on from scratch, off with pretrained weights."""
+        return self.batch_norm if self.batch_norm is not None else self.weights == "none"
+
 
 def train(config: TrainConfig, out: Path, resume: bool = False,
           progress: Callable[[str], None] | None = None) -> Manifest:
@@ -190,9 +195,9 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
         phases = [(config.head_epochs, config.learning_rate, 5, size, splits),
                   (config.epochs, config.fine_tune_learning_rate, 5 - config.fine_tune_blocks, size, splits)]
     else:
-        phases = [(config.warmup_epochs, config.learning_rate, config.warmup_freeze_blocks, config.warmup_size, warm)]
-        phases = (phases if warm is not None else []) + [(config.epochs, config.learning_rate, config.freeze_blocks,
-                                                          size, splits)]
+        phases = [(config.warmup_epochs, config.learning_rate, config.warmup_freeze_blocks, config.warmup_size,
+                   warm)] if warm is not None else []
+        phases.append((config.epochs, config.learning_rate, config.freeze_blocks, size, splits))
     start = 0
     for epochs, lr, frozen, size, data in phases:
         end = start + epochs
@@ -216,8 +221,7 @@ def _resized(model, size: int, config: TrainConfig):
     """The same weights in a model built for ``size`` x ``size`` input."""
     from .model import build_model
 
-    batch_norm = config.batch_norm if config.batch_norm is not None else config.weights == "none"
-    new = build_model(size, "none", seed=config.seed, batch_norm=batch_norm)
+    new = build_model(size, "none", seed=config.seed, batch_norm=config.uses_batch_norm)
     new.set_weights(model.get_weights())
     return new
 
@@ -379,8 +383,7 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
 
 
 def _describe(config: TrainConfig) -> str:
-    batch_norm = config.batch_norm if config.batch_norm is not None else config.weights == "none"
-    if batch_norm:
+    if config.uses_batch_norm:
         return ("VGG16-BN slice classifier: the prototype's VGG16 with batch norm after each convolution "
                 "(folded into the convolutions at conversion), uint8 grey input.")
     return "VGG16 slice classifier (prototype architecture), uint8 grey input."
