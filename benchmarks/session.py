@@ -30,14 +30,17 @@ def settings(cores: int) -> dict[str, SessionConfig]:
     return grid
 
 
-def _model_bytes(path: Path) -> bytes:
+def _model_file(path: Path) -> str:
+    """The artifact the engine would run on CPU, checked against its manifest."""
     if path.is_dir():
         from engine import locate
-        from engine._bundle import _choose, _verified_bytes
+        from engine._bundle import _choose, _verified
 
         manifest, folder = locate(path)
-        return _verified_bytes(folder, _choose(manifest, PROVIDERS["cpu"].formats, None))
-    return path.read_bytes()
+        art = _choose(manifest, PROVIDERS["cpu"].formats, None)
+        _verified(folder / art.file, art)
+        return str(folder / art.file)
+    return str(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    model = _model_bytes(args.model or default_model())
+    model = _model_file(args.model or default_model())
     cores = os.cpu_count() or 1
     sessions = {name: create_session(model, PROVIDERS["cpu"], cfg) for name, cfg in settings(cores).items()}
     inp = next(iter(sessions.values())).get_inputs()[0]

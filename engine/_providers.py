@@ -72,7 +72,7 @@ def resolve(requested: str) -> list[Provider]:
     return [PROVIDERS[requested]]
 
 
-def create_session(model: bytes, provider: Provider, config: SessionConfig = SessionConfig()):
+def create_session(model: str | bytes, provider: Provider, config: SessionConfig = SessionConfig()):
     """An InferenceSession on ``provider``, or None when the provider failed to start.
 
     ONNX Runtime falls back to CPU silently when CUDA cannot start (no device,

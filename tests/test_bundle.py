@@ -66,6 +66,23 @@ def test_sha256_mismatch_is_refused(bundle_copy):
     assert engine.verify(bundle_copy) == {"onnx-fp32": "ok", "onnx-int8": "sha256 mismatch"}
 
 
+def test_artifact_replaced_while_loading_is_refused(bundle_copy, monkeypatch):
+    """The hash is checked before ONNX Runtime reads the file; a swap in between must not slip through."""
+    path = bundle_copy / "model.int8.onnx"
+    real = _providers.create_session
+
+    def swap_then_load(model, provider, config=_providers.SessionConfig()):
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.unlink()
+        path.write_bytes(bytes(data))
+        return real(model, provider, config)
+
+    monkeypatch.setattr(engine._bundle, "create_session", swap_then_load)
+    with pytest.raises(ModelError, match="changed while it was being loaded"):
+        engine.load(bundle_copy, provider="cpu")
+
+
 def test_missing_artifact_file(bundle_copy):
     (bundle_copy / "model.int8.onnx").unlink()
     with pytest.raises(ModelError, match="cannot be read"):
