@@ -87,16 +87,17 @@ def speed_gate(rule: Rule, throughput: dict[str, float | None], why: dict[str, s
     return Gate(str(rule), "speed", passed, ratio, f"{detail} ({'ok' if passed else 'FAILS'} {rule.op} {rule.limit:g})")
 
 
-def accuracy_gates(rows: Iterable, reference: str = "keras") -> list[Gate]:
+def accuracy_gates(rows: Iterable, reference: str | None = "keras") -> list[Gate]:
     """Parity of every measured row against the reference, within its format's tolerance.
 
     A failed row fails its gate (its accuracy is unknown); skipped rows and
-    the reference itself are not gated; without a measured reference the
-    gates are reported as not checked.
+    the reference itself are not gated; without a measured reference (None:
+    no format fit to be one ran) the gates are reported as not checked.
     """
     rows = list(rows)
     ref = next((r for r in rows if r.format == reference), None)
     ref_ok = ref is not None and ref.status == "ok"
+    reference = reference or "a reference format (Keras, fp32 or fp16)"
     gates = []
     for row in rows:
         if row.format == reference or row.status == "skipped":

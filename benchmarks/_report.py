@@ -101,7 +101,18 @@ def notes(report: dict) -> list[str]:
     out.append(f"- img/s: median of {s['rounds']} interleaved rounds per batch size (batch 1: {s['rounds_batch1']}), "
                f"{s['threads']} threads; ratios within this run are gated, absolute times never")
     out.append(f"- data: {report['data']['description']}")
+    out.append(f"- agree, max|Δp|, ΔAUC: {_reference(report)}")
     return out
+
+
+def _reference(report: dict) -> str:
+    ref = report.get("reference")
+    if ref is None:
+        return "not measured: no reference format (Keras, fp32 or fp16) ran; AUC only"
+    if ref == "keras":
+        return "against Keras, the prototype's runtime"
+    return (f"against {ref}, the most exact format this model has: Keras is not in it (the converter's parity "
+            f"against Keras is in its manifest); bench the training run folder to compare with Keras itself")
 
 
 def _gate_lines(report: dict) -> list[str]:
@@ -130,7 +141,8 @@ def markdown(report: dict, chart: str | None) -> str:
                                           [_pipeline_cells(s, True) for s in report["pipeline"]]), ""]
     if report.get("preprocess_share") is not None:
         out += [f"Preprocessing alone is {report['preprocess_share']:.1%} of the end-to-end time.", ""]
-    out += ["## Parity against Keras", "", *_md_table(*_parity_table(report)), ""]
+    ref = {"keras": "Keras", None: "a reference"}.get(report.get("reference"), report.get("reference"))
+    out += [f"## Parity against {ref}", "", *_md_table(*_parity_table(report)), ""]
     out += ["## Gates", "", *_md_table(["gate", "kind", "result", "detail"], _gate_rows(report)), ""]
     out += ["## Notes", "", *notes(report), "", "## Versions", "",
             ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
@@ -142,7 +154,7 @@ def _parity_table(report: dict) -> tuple[list[str], list[list[str]]]:
     body = []
     for r in report["rows"]:
         p = r["parity"]
-        if r["status"] != "ok" or r["format"] == "keras" or "agreement" not in p:
+        if r["status"] != "ok" or r["format"] == report.get("reference") or "agreement" not in p:
             continue
         tol = ", ".join(f"{k} {v:g}" for k, v in r["tolerance"].items() if v is not None)
         body.append([r["format"], str(p["n"]), _num(p["max_abs_dp"], ".2e"), _num(p["mean_abs_dp"], ".2e"),

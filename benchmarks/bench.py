@@ -1,7 +1,8 @@
 """``asinfer bench``: every format of a model side by side, plus preprocessing and the end-to-end engine.
 
 One row per format of :data:`engine.FORMATS` (in its order): status, size,
-AUC, label agreement and max |Δp| against Keras, batch-1 latency, img/s per
+AUC, label agreement and max |Δp| against Keras (or, in a bundle without
+Keras, the most exact format present), batch-1 latency, img/s per
 batch size, peak RSS and cold start of a process that runs only that format.
 Two pipeline rows: preprocessing alone (read DICOM -> CLAHE -> resize) and
 end to end (``Classifier.predict`` on the files with the int8 artifact).
@@ -43,6 +44,9 @@ PHANTOMS = {False: {"patients": 16, "slices": 12, "size": None}, True: {"patient
 DEFAULTS = {False: {"rounds": 7, "batch_sizes": (1, 8, 32)}, True: {"rounds": 3, "batch_sizes": (1, 8)}}
 PIPELINE = {"preprocess": "read DICOM + CLAHE + resize", "end-to-end": "Classifier.predict: read -> CLAHE -> inference"}
 E2E_ARTIFACT, E2E_BATCH = "onnx-int8", 8
+# Parity reference, most exact first: Keras when the model has it (a run folder), else the closest stand-in
+# (the shipped bundle has no Keras model; its onnx-fp16 matched Keras to 1e-3 at conversion).
+REFERENCES = ("keras", "onnx-fp32", "tflite-fp32", "onnx-fp16", "tflite-fp16")
 NOT_IN_BUNDLE = "not in bundle; reproduce with python -m trainer.demo (or asinfer convert RUN_DIR)"
 
 Progress = Callable[[str], None]
@@ -197,7 +201,7 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
     try:
         rows = _rows(config, manifest, folder)
         runners = _load_runners(rows, folder, config, say)
-        _accuracy(rows, runners, data, manifest.threshold, say)
+        reference = _accuracy(rows, runners, data, manifest.threshold, say)
         _speed(rows, runners, data.images, config, say)
         del runners
         cli = _processes(rows, folder, data, config, say) if config.processes else {}
@@ -205,7 +209,7 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
     finally:
         if data.tmp is not None:
             data.tmp.cleanup()
-    return _assemble(config, manifest, rows, stages, cli, data)
+    return _assemble(config, manifest, rows, stages, cli, data, reference)
 
 
 def _rows(config: BenchConfig, manifest, folder: Path | None) -> list[Row]:
@@ -249,8 +253,13 @@ def _ok(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.status == "ok"]
 
 
-def _accuracy(rows: list[Row], runners: dict, data: _Data, threshold: float, say: Progress) -> None:
-    """Each row's probabilities on the data; parity against Keras when Keras ran."""
+def _accuracy(rows: list[Row], runners: dict, data: _Data, threshold: float, say: Progress) -> str | None:
+    """Each row's probabilities on the data and parity against the reference; returns the reference's name.
+
+    The reference is the first of :data:`REFERENCES` that ran: Keras, else
+    the most exact format present. None when none of them ran (then only
+    AUC is reported).
+    """
     from trainer._parity import _auc, measure
 
     probs = {}
@@ -259,13 +268,14 @@ def _accuracy(rows: list[Row], runners: dict, data: _Data, threshold: float, say
             probs[row.format] = predict_all(runners[row.format], data.images)
         except Exception as exc:
             row.fail(exc, "predict")
-    reference = probs.get("keras")
+    reference = next((name for name in REFERENCES if name in probs), None)
     for row in _ok(rows):
         p = probs[row.format]
-        row.parity = (measure(reference, p, data.labels, threshold) if reference is not None
+        row.parity = (measure(probs[reference], p, data.labels, threshold) if reference is not None
                       else {"n": 0, "auc": _auc(data.labels, p)})
     aucs = ", ".join(f"{r.format} {_report._num(r.parity['auc'], '.4f')}" for r in _ok(rows))
-    say(f"AUC on {len(data.images)} images: {aucs}")
+    say(f"AUC on {len(data.images)} images: {aucs}; parity against {reference or 'nothing (no reference ran)'}")
+    return reference
 
 
 def _speed(rows: list[Row], runners: dict, images: np.ndarray, config: BenchConfig, say: Progress) -> None:
@@ -468,9 +478,10 @@ def _npz(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 # --- the report ----------------------------------------------------------------------------------------------
 
 
-def _assemble(config: BenchConfig, manifest, rows: list[Row], stages: list[Stage], cli: dict, data: _Data) -> dict:
+def _assemble(config: BenchConfig, manifest, rows: list[Row], stages: list[Stage], cli: dict, data: _Data,
+              reference: str | None) -> dict:
     batch = _gates.gate_batch(config.batch_sizes)
-    gates = _gates.accuracy_gates(rows) + _speed_gates(config.rules, rows, stages, batch)
+    gates = _gates.accuracy_gates(rows, reference) + _speed_gates(config.rules, rows, stages, batch)
     share = _share(stages)
     return {
         "schema": SCHEMA,
@@ -486,6 +497,7 @@ def _assemble(config: BenchConfig, manifest, rows: list[Row], stages: list[Stage
         "settings": {"batch_sizes": list(config.batch_sizes), "rounds": config.rounds,
                      "rounds_batch1": _rounds(config, 1), "threads": config.threads, "gate_batch": batch,
                      "quick": config.quick, "e2e_batch": E2E_BATCH},
+        "reference": reference,
         "rows": [r.to_dict() for r in rows],
         "pipeline": [s.to_dict() for s in stages],
         "preprocess_share": share,

@@ -205,9 +205,13 @@ def test_degraded_int8_model_fails_its_parity_gate(run_dir, tmp_path):
     (copy / "model.int8.onnx").write_bytes(build_tiny_model(32, bias=1.0).SerializeToString())
     manifest = read_manifest(copy / "manifest.json")
     write_bundle(copy, manifest, {a.format: a.file for a in manifest.artifacts})  # re-hashed: a "valid" bad model
-    report = bench.run(replace(_config(copy, formats="keras,onnx-int8"), processes=False))
-    gate = next(g for g in report["gates"] if g["name"] == "onnx-int8 parity")
-    assert gate["passed"] is False and "FAILS" in gate["detail"] and bench.exit_code(report) == 1
+    # against Keras, and against the most exact format when Keras is absent (as in the shipped bundle)
+    for formats, reference in (("keras,onnx-int8", "keras"), ("onnx-fp32,onnx-int8", "onnx-fp32")):
+        report = bench.run(replace(_config(copy, formats=formats), processes=False))
+        gate = next(g for g in report["gates"] if g["name"] == "onnx-int8 parity")
+        assert report["reference"] == reference
+        assert gate["passed"] is False and "FAILS" in gate["detail"] and bench.exit_code(report) == 1
+    assert f"against {reference}, the most exact format" in bench.render_text(report)
 
 
 @requires_tf
