@@ -138,12 +138,20 @@ def test_onnx_graph_contract(converted):
 
 
 def test_int8_settings_say_what_was_chosen_and_why(converted):
+    import onnx
+
     settings = converted[2].parity["onnx-int8"]["settings"]
     assert settings["reduce_range"] in (False, True)
     assert set(settings["reduce_range_trials"]) == {"False", "True"}
     assert "VNNI" in settings["reduce_range_reason"]
     assert any("Sigmoid" in name for name in settings["float_nodes"])
     assert any("MatMul" in name or "Gemm" in name for name in settings["float_nodes"])
+    graph = onnx.load(str(converted[0] / FORMATS["onnx-int8"].filename)).graph
+    first, *rest = [n for n in graph.node if n.op_type == "Conv"]
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    # the pixel-reading convolution keeps float weights; every other one reads int8 weights
+    assert first.name in settings["float_nodes"] and first.input[1] in {i.name for i in graph.initializer}
+    assert rest and all(n.input[1] in dequantized for n in rest)
     assert len(settings["pinned_tensors"]) >= 2  # Cast and the Transpose: the uint8 pixels, exactly
 
 
