@@ -117,6 +117,20 @@ def test_config_orders_formats_and_repeats_its_command():
                                 "--fail-under 'onnx-int8/keras>=3' --quick")
 
 
+def test_ci_example_rules_parse_and_name_rows_the_shipped_bundle_has():
+    """The copyable CI job gates the shipped bundle: its rules must be valid and evaluable there."""
+    import re
+
+    from engine import locate
+
+    lines = (Path(__file__).parent.parent / "docs" / "ci-example.yml").read_text().splitlines()
+    code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    rules = [_gates.parse_rule(r, ROW_NAMES) for r in re.findall(r'--fail-under "([^"]+)"', code)]
+    manifest, _ = locate(default_model())
+    have = {a.format for a in manifest.artifacts} | set(bench.PIPELINE)
+    assert rules and all({r.numerator, r.denominator} <= have for r in rules), [str(r) for r in rules]
+
+
 # --- a real tiny run -----------------------------------------------------------------------------------------
 
 
