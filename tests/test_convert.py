@@ -155,6 +155,19 @@ def test_int8_settings_say_what_was_chosen_and_why(converted):
     assert len(settings["pinned_tensors"]) >= 2  # Cast and the Transpose: the uint8 pixels, exactly
 
 
+def test_int8_trials_rank_by_mean_error_within_tolerance():
+    """One lucky slice of agreement must not beat a 25 % lower mean error; a failing trial always loses."""
+    from trainer.convert import _rank
+
+    def trial(agreement, mean, dauc=0.0):
+        return {"agreement": agreement, "mean_abs_dp": mean, "max_abs_dp": 10 * mean, "dauc": dauc,
+                "abs_dauc": abs(dauc), "auc": 0.9}
+
+    lucky, steady, failing = trial(0.9969, 0.00105), trial(0.9938, 0.00084), trial(0.98, 0.0001)
+    assert sorted([lucky, failing, steady], key=_rank) == [steady, lucky, failing]
+    assert _rank(trial(0.999, 0.0001, dauc=0.02)) > _rank(lucky)  # |dAUC| over the limit fails too
+
+
 def test_out_bundle_holds_only_shipped_formats(converted):
     _, out, manifest, _ = converted
     shipped = {name for name, fmt in FORMATS.items() if fmt.shipped}
