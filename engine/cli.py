@@ -173,6 +173,14 @@ def _summary(results, clf, output: Optional[Path]) -> None:
     typer.echo("\n".join(lines), err=True)
 
 
+def _metric_lines(metrics: dict) -> list[str]:
+    """Scalar metrics on one line; each split (test, validation) on its own line."""
+    scalars = lambda d: ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                  for k, v in d.items() if not isinstance(v, (dict, list)))
+    top = scalars(metrics)
+    return ([top] if top else []) + [f"{k}: {scalars(v)}" for k, v in metrics.items() if isinstance(v, dict)]
+
+
 @app.command()
 def info(
     model: Annotated[Optional[Path], typer.Argument(help="Bundle folder, manifest.json or .onnx [default: shipped model].")] = None,
@@ -204,8 +212,8 @@ def info(
     for a in manifest.artifacts:
         typer.echo(f"  {a.format:<12} {a.file:<22} {a.bytes:>11,} B  sha256 {a.sha256[:16]}…  {checks.get(a.format, '?')}")
     typer.echo(f"providers   {', '.join(providers)}")
-    if manifest.metrics:
-        typer.echo("metrics     " + ", ".join(f"{k} {v}" for k, v in manifest.metrics.items() if not isinstance(v, (dict, list))))
+    for line in _metric_lines(manifest.metrics):
+        typer.echo(f"metrics     {line}")
     typer.echo(f"training    {'SYNTHETIC phantoms' if manifest.synthetic_training_data else manifest.training.get('data', '?')}")
     typer.echo(f"notice      {manifest.notice}")
     if any(v != "ok" and not v.startswith("ok") for v in checks.values()):

@@ -103,6 +103,16 @@ def test_info_shows_artifacts_hashes_and_providers(tiny_bundle):
     assert data["checks"] == {"onnx-fp32": "ok", "onnx-int8": "ok"}
 
 
+def test_info_shows_the_shipped_models_test_metrics():
+    """Metrics are nested per split in a trained bundle's manifest; info must show them, not an empty line."""
+    from engine import default_model, locate
+
+    test = locate(default_model())[0].metrics["test"]
+    result = invoke("info")
+    assert result.exit_code == 0
+    assert f"metrics     test: n {test['n']}, accuracy {test['accuracy']:g}, auc {test['auc']:g}" in result.stdout
+
+
 def test_info_flags_a_tampered_bundle(bundle_copy):
     (bundle_copy / "model.fp32.onnx").write_bytes(b"tampered")
     result = invoke("info", bundle_copy)
