@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,12 +148,64 @@ def test_int8_settings_say_what_was_chosen_and_why(converted):
     assert any("Sigmoid" in name for name in settings["float_nodes"])
     assert any("MatMul" in name or "Gemm" in name for name in settings["float_nodes"])
     graph = onnx.load(str(converted[0] / FORMATS["onnx-int8"].filename)).graph
-    first, *rest = [n for n in graph.node if n.op_type == "Conv"]
+    convs = [n for n in graph.node if n.op_type == "Conv"]
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    # the pixel-reading convolution keeps float weights; every other one reads int8 weights
-    assert first.name in settings["float_nodes"] and first.input[1] in {i.name for i in graph.initializer}
-    assert rest and all(n.input[1] in dequantized for n in rest)
+    assert convs and all(n.input[1] in dequantized for n in convs)  # every convolution reads int8 weights
+    rounding = settings["first_conv_rounding"]
+    assert rounding["applied"] and rounding["node"] == convs[0].name
+    assert rounding["output_mse_nearest_over_chosen"] >= 1.0
     assert len(settings["pinned_tensors"]) >= 2  # Cast and the Transpose: the uint8 pixels, exactly
+
+
+def _pixel_conv_models(tmp_path, weight, scale):
+    """A float graph uint8 image -> Cast -> Transpose -> Conv 3x3, and its QDQ twin with int8 weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(weight_nodes, inits, name):
+        nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+                 helper.make_node("Transpose", ["f"], ["x"], perm=[0, 3, 1, 2]), *weight_nodes,
+                 helper.make_node("Conv", ["x", "w"], ["y"], name="pixels", kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 8, 8, 1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        path = tmp_path / name
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return path
+
+    nearest = np.round(weight / scale).astype(np.int8)
+    pre = model([], [numpy_helper.from_array(weight, "w")], "pre.onnx")
+    qdq = model([helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0)],
+                [numpy_helper.from_array(nearest, "wq"), numpy_helper.from_array(np.array([scale], np.float32), "ws"),
+                 numpy_helper.from_array(np.zeros(1, np.int8), "wz")], "int8.onnx")
+    return pre, qdq, nearest
+
+
+def test_first_conv_rounding_cancels_the_error_nearest_rounding_leaves():
+    """Eight weights each 0.4 step above an integer: nearest rounds all down, an error of 3.2 steps on flat
+    patches; the searched rounding lifts three of them and leaves 0.2 step, and the file still loads."""
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    from trainer.convert import _round_first_conv
+
+    scale = 0.01
+    weight = np.full((1, 1, 3, 3), 10.4 * scale, np.float32)
+    weight[0, 0, 0, 0] = 127 * scale  # the quantiser's max: scale = max|w| / 127
+    images = np.full((4, 8, 8, 1), 200, np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, qdq, nearest = _pixel_conv_models(Path(tmp), weight, scale)
+        record = _round_first_conv(pre, qdq, images)
+        chosen = numpy_helper.to_array(next(i for i in onnx.load(str(qdq)).graph.initializer if i.name == "wq"))
+        import onnxruntime as ort
+
+        ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"]).run(None, {"image": images})
+    exact = weight / scale
+    assert abs(float(nearest.sum() - exact.sum())) > 3
+    assert abs(float(chosen.astype(float).sum() - exact.sum())) <= 0.5
+    assert np.abs(chosen.astype(int) - exact).max() < 1 and chosen.max() <= 127  # only floor or ceil, in range
+    assert record["applied"] and record["filters_changed"] == 1 and record["output_mse_nearest_over_chosen"] > 10
 
 
 def test_int8_trials_rank_by_mean_error_within_tolerance():
