@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from pathlib import Path
 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")
@@ -13,21 +11,9 @@ VERSIONS = ("asinfer", "numpy", "onnxruntime", "opencv-python-headless", "pydico
 
 def machine() -> dict:
     """CPU model, the SIMD flags that decide int8 speed, cores, OS and Python."""
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
-    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
-            "flags": {f: f in flags for f in CPU_FLAGS}, "cores": os.cpu_count(),
-            "arch": platform.machine(), "os": platform.platform(), "python": platform.python_version()}
+    from trainer.bundle import machine as _machine
 
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty off Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    pairs = (line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    return {k.strip(): v.strip() for k, v in pairs}
+    return _machine(CPU_FLAGS)
 
 
 def versions() -> dict[str, str]:

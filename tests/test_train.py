@@ -99,6 +99,9 @@ def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
     assert starts[0].startswith("training epochs 1-1 at 32x32: all blocks trainable")
     assert starts[1].startswith("training epochs 2-2 at 48x48: blocks 1-2 frozen")
     assert manifest.input.height == 48 and manifest.training["epochs_run"] == 2
+    from trainer.bundle import machine
+
+    assert manifest.training["machine"].startswith(f"{machine()['cpu']}, ")  # the CPU model, for the card
     assert np.load(tmp_path / "run" / "holdout.npz")["images"].shape[1:] == (48, 48, 1)
 
 

@@ -52,6 +52,35 @@ def tool_versions(dists) -> dict[str, str]:
     return found
 
 
+def machine(flags: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")) -> dict:
+    """CPU model, the named SIMD flags (they decide int8 speed), cores, OS and Python."""
+    import os
+    import platform
+
+    info = _cpuinfo()
+    have = set(info.get("flags", "").split())
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+            "flags": {f: f in have for f in flags}, "cores": os.cpu_count(),
+            "arch": platform.machine(), "os": platform.platform(), "python": platform.python_version()}
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty off Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def describe_machine() -> str:
+    """One line for manifests and model cards, e.g. ``AMD EPYC, x86_64, 2 cores (avx2, avx512_vnni)``."""
+    m = machine()
+    flags = ", ".join(f for f, on in m["flags"].items() if on)
+    return f"{m['cpu']}, {m['arch']}, {m['cores']} cores" + (f" ({flags})" if flags else "")
+
+
 def embed_manifest(path: Path, manifest: Manifest) -> None:
     """Store ``manifest`` as JSON in the ONNX file's ``metadata_props``."""
     import onnx

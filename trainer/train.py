@@ -15,7 +15,6 @@ import csv
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -361,7 +360,7 @@ def _plots(out: Path, history: dict, labels: np.ndarray, probs: np.ndarray) -> N
 
 
 def _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history) -> Manifest:
-    from .bundle import write_bundle
+    from .bundle import describe_machine, write_bundle
 
     synthetic = _is_synthetic(data_path)
     manifest = Manifest(
@@ -374,7 +373,7 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
         training={"data": str(data_path), "synthetic": synthetic, "splits": split_info,
                   "unreadable_files": failures[:50], "config": asdict(config),
                   "epochs_run": len(history.get("epoch", [])), "wall_time_s": round(wall, 1),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+                  "machine": describe_machine(),
                   "history": history},
         metrics=metrics,
         tools=_tool_versions(),
