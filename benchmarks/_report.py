@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")
 VERSIONS = ("asinfer", "numpy", "onnxruntime", "opencv-python-headless", "pydicom", "tensorflow", "keras",
             "ai-edge-litert", "scikit-learn")
 
@@ -13,7 +12,7 @@ def machine() -> dict:
     """CPU model, the SIMD flags that decide int8 speed, cores, OS and Python."""
     from trainer.bundle import machine as _machine
 
-    return _machine(CPU_FLAGS)
+    return _machine()
 
 
 def versions() -> dict[str, str]:

@@ -52,7 +52,10 @@ def tool_versions(dists) -> dict[str, str]:
     return found
 
 
-def machine(flags: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")) -> dict:
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")  # what decides int8 speed on x86
+
+
+def machine(flags: tuple[str, ...] = CPU_FLAGS) -> dict:
     """CPU model, the named SIMD flags (they decide int8 speed), cores, OS and Python."""
     import os
     import platform
