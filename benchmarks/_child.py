@@ -1,12 +1,12 @@
 """A process that runs only one format: cold start and peak memory are measured on it.
 
-    python -m benchmarks._child RUNTIME MODEL_FILE --size H W --threads N --batches 1,8
+    python -m asinfer.benchmarks._child RUNTIME MODEL_FILE --size H W --threads N --batches 1,8
 
 prints ``first`` as soon as its first batch-1 prediction is done, then runs
 one call at each batch size and exits. Imports only the runtime it needs.
 
 :func:`measure` runs such a command (or any other, e.g. ``asinfer predict``)
-under a small launcher process (``python -m benchmarks._child --launch``)
+under a small launcher process (``python -m asinfer.benchmarks._child --launch``)
 that times new process -> ``first`` line (or -> exit) and reads the peak RSS
 with ``os.wait4``. The launcher exists because Linux carries a process's
 peak-RSS mark across fork/vfork + exec: spawned straight from the benchmark
@@ -56,7 +56,7 @@ def _run_format(argv: list[str]) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batches", default="1")
     args = parser.parse_args(argv)
-    from benchmarks._runners import RUNTIMES
+    from asinfer.benchmarks._runners import RUNTIMES
 
     predict = RUNTIMES[args.runtime].load(args.model, args.threads)
     image = np.random.default_rng(0).integers(0, 256, (1, *args.size, 1), dtype=np.uint8)
@@ -73,7 +73,7 @@ def measure(command: list[str], until_ready: bool) -> ProcessStats:
     """
     import subprocess
 
-    launcher = [sys.executable, "-m", "benchmarks._child", LAUNCH, "ready" if until_ready else "exit", "--", *command]
+    launcher = [sys.executable, "-m", "asinfer.benchmarks._child", LAUNCH, "ready" if until_ready else "exit", "--", *command]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": _pythonpath()}
     try:
         done = subprocess.run(launcher, capture_output=True, text=True, env=env, timeout=TIMEOUT_S + 60)

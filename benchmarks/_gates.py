@@ -54,7 +54,7 @@ def parse_rule(text: str, names: Iterable[str]) -> Rule:
     Raises:
         ValueError: the rule is malformed, names an unknown row, or has a limit <= 0.
     """
-    from engine._formats import _unknown
+    from asinfer.engine._formats import _unknown
 
     match = _RULE.match(text)
     if match is None:
@@ -113,8 +113,8 @@ def accuracy_gates(rows: Iterable, reference: str | None = "keras") -> list[Gate
 
 
 def parity_gate(fmt: str, measured: dict, tolerance) -> Gate:
-    """One row's parity numbers (``trainer._parity.measure``) against its ``Tolerance``."""
-    from trainer._parity import _verdict
+    """One row's parity numbers (``asinfer.trainer._parity.measure``) against its ``Tolerance``."""
+    from asinfer.trainer._parity import _verdict
 
     limits = {field: limit for field, limit in asdict(tolerance).items() if limit is not None}
     verdicts = [_verdict(field, limit, measured) for field, limit in limits.items()]

@@ -10,14 +10,14 @@ VERSIONS = ("asinfer", "numpy", "onnxruntime", "opencv-python-headless", "pydico
 
 def machine() -> dict:
     """CPU model, the SIMD flags that decide int8 speed, cores, OS and Python."""
-    from trainer.bundle import machine as _machine
+    from asinfer.trainer.bundle import machine as _machine
 
     return _machine()
 
 
 def versions() -> dict[str, str]:
     """Installed versions of the packages that decide the numbers."""
-    from trainer.bundle import tool_versions
+    from asinfer.trainer.bundle import tool_versions
 
     return tool_versions(VERSIONS)
 

@@ -3,7 +3,7 @@
     runner = RUNTIMES["onnxruntime"].load(Path("model.int8.onnx"), threads=2)
     probs = runner(batch)            # uint8 [N, H, W, 1] -> float32 [N]
 
-Keys are the ``runtime`` names of :data:`engine.FORMATS`; every format runs
+Keys are the ``runtime`` names of :data:`asinfer.engine.FORMATS`; every format runs
 through the runner of its runtime. Each runtime's package is imported only
 when a model of that runtime is loaded.
 """
@@ -61,7 +61,7 @@ class _OnnxRuntime:
     """ONNX Runtime on CPU with exactly the engine's session settings."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        from engine._providers import PROVIDERS, SessionConfig, create_session
+        from asinfer.engine._providers import PROVIDERS, SessionConfig, create_session
 
         self.session = create_session(Path(path).read_bytes(), PROVIDERS["cpu"], SessionConfig(threads=threads))
         self.input = self.session.get_inputs()[0].name

@@ -1,6 +1,6 @@
 """``asinfer bench``: every format of a model side by side, plus preprocessing and the end-to-end engine.
 
-One row per format of :data:`engine.FORMATS` (in its order): status, size,
+One row per format of :data:`asinfer.engine.FORMATS` (in its order): status, size,
 AUC, label agreement and max |Δp| against Keras (or, in a bundle without
 Keras, the most exact format present), batch-1 latency, img/s per
 batch size, peak RSS and cold start of a process that runs only that format.
@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine import FORMATS
+from asinfer.engine import FORMATS
 
 from . import _gates, _report
 from ._child import ProcessStats
@@ -47,7 +47,7 @@ E2E_ARTIFACT, E2E_BATCH = "onnx-int8", 8
 # Parity reference, most exact first: Keras when the model has it (a run folder), else the closest stand-in
 # (the shipped bundle has no Keras model; its onnx-fp16 matched Keras to 1e-3 at conversion).
 REFERENCES = ("keras", "onnx-fp32", "tflite-fp32", "onnx-fp16", "tflite-fp16")
-NOT_IN_BUNDLE = "not in bundle; reproduce with python -m trainer.demo (or asinfer convert RUN_DIR)"
+NOT_IN_BUNDLE = "not in bundle; reproduce with python -m asinfer.trainer.demo (or asinfer convert RUN_DIR)"
 
 Progress = Callable[[str], None]
 
@@ -77,7 +77,7 @@ class BenchConfig:
                 malformed ``--fail-under`` rule; the message names the bad
                 value and the valid ones.
         """
-        import engine
+        from asinfer import engine
 
         defaults = DEFAULTS[quick]
         sizes = _batch_sizes(batch_sizes) if batch_sizes else defaults["batch_sizes"]
@@ -100,7 +100,7 @@ class BenchConfig:
 
 def _formats(value) -> tuple[str, ...]:
     """Requested formats in FORMATS order."""
-    from engine._formats import get_format
+    from asinfer.engine._formats import get_format
 
     if not value:
         return tuple(FORMATS)
@@ -193,7 +193,7 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
         engine.ModelError: the model cannot be found or read.
         FileNotFoundError, ValueError: unusable ``config.data``.
     """
-    from engine import locate
+    from asinfer.engine import locate
 
     say = progress or (lambda line: None)
     manifest, folder = locate(config.model)
@@ -214,7 +214,7 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
 
 def _rows(config: BenchConfig, manifest, folder: Path | None) -> list[Row]:
     """A row per requested format; skipped or failed ones say why before anything runs."""
-    import engine
+    from asinfer import engine
 
     checks = engine.verify(config.model)
     rows = []
@@ -260,7 +260,7 @@ def _accuracy(rows: list[Row], runners: dict, data: _Data, threshold: float, say
     the most exact format present. None when none of them ran (then only
     AUC is reported).
     """
-    from trainer._parity import _auc, measure
+    from asinfer.trainer._parity import _auc, measure
 
     probs = {}
     for row in _ok(rows):
@@ -325,7 +325,7 @@ def _processes(rows: list[Row], folder, data: _Data, config: BenchConfig, say: P
     h, w = data.images.shape[1:3]
     for row in _ok(rows):
         say(f"{row.format}: cold start and peak RSS in a new process")
-        cmd = [sys.executable, "-m", "benchmarks._child", row.runtime, str(_path(folder, config, row)),
+        cmd = [sys.executable, "-m", "asinfer.benchmarks._child", row.runtime, str(_path(folder, config, row)),
                "--size", str(h), str(w), "--threads", str(config.threads),
                "--batches", ",".join(map(str, config.batch_sizes))]
         _apply(row, measure(cmd, until_ready=True), "new process -> load -> first batch-1 prediction")
@@ -348,11 +348,11 @@ def _apply(row: Row, stats: ProcessStats, how: str) -> None:
 
 
 def _predict_command(model: Path, file: Path) -> list[str]:
-    """The real CLI: the ``asinfer`` script when on PATH, else ``python -m engine``."""
+    """The real CLI: the ``asinfer`` script when on PATH, else ``python -m asinfer.engine``."""
     import shutil
 
     exe = shutil.which("asinfer")
-    head = [exe] if exe else [sys.executable, "-m", "engine"]
+    head = [exe] if exe else [sys.executable, "-m", "asinfer.engine"]
     return [*head, "predict", str(file), "--model", str(model), "--artifact", E2E_ARTIFACT, "--provider", "cpu",
             "--format", "json"]
 
@@ -366,7 +366,7 @@ def _display(cmd: list[str]) -> str:
 
 def _pipeline(config: BenchConfig, files: list[Path], say: Progress) -> list[Stage]:
     """Preprocessing alone and the engine end to end on the same files, interleaved."""
-    import engine
+    from asinfer import engine
 
     stages = [Stage(name, what) for name, what in PIPELINE.items()]
     e2e = stages[1]
@@ -397,7 +397,7 @@ def _pipeline(config: BenchConfig, files: list[Path], say: Progress) -> list[Sta
 
 def _e2e_artifact(model: Path) -> str | None:
     """int8 when the bundle has it, else the engine's own CPU choice."""
-    from engine import locate
+    from asinfer.engine import locate
 
     manifest, _ = locate(model)
     return E2E_ARTIFACT if manifest.artifact(E2E_ARTIFACT) else None
@@ -405,12 +405,12 @@ def _e2e_artifact(model: Path) -> str | None:
 
 def _preprocess_fn(clf, config: BenchConfig, files: list[Path]) -> Callable[[], list]:
     """Read + preprocess every file on the engine's own thread pool, as ``Classifier.predict`` does."""
-    import engine
+    from asinfer import engine
 
     if clf is not None:
         pre = clf.preprocessor
     else:
-        from engine import locate
+        from asinfer.engine import locate
 
         m, _ = locate(config.model)
         pre = engine.Preprocessor(m.preprocessing, (m.input.height, m.input.width), config.threads)
@@ -431,7 +431,7 @@ def _load_data(config: BenchConfig, manifest, say: Progress) -> _Data:
     files used by the pipeline rows) or an ``.npz`` of preprocessed images
     (e.g. a run's holdout.npz; the pipeline rows then read a small phantom set).
     """
-    from trainer.data import load_images, read_index
+    from asinfer.trainer.data import load_images, read_index
 
     size = (manifest.input.height, manifest.input.width)
     if config.data is not None and config.data.suffix == ".npz":
@@ -451,7 +451,7 @@ def _load_data(config: BenchConfig, manifest, say: Progress) -> _Data:
 
 def _phantoms(quick: bool, say: Progress) -> tuple[list[Path], str, tempfile.TemporaryDirectory]:
     """A deterministic phantom DICOM test set in a temporary folder: (files, description, folder)."""
-    from trainer.phantoms import write_dataset
+    from asinfer.trainer.phantoms import write_dataset
 
     shape = PHANTOMS[quick]
     tmp = tempfile.TemporaryDirectory(prefix="asinfer-bench-")

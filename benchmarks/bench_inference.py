@@ -6,8 +6,8 @@
     pytest benchmarks/bench_inference.py --benchmark-enable --benchmark-compare=baseline \
         --benchmark-compare-fail=median:25%                                 # fail on a 25% regression
 
-The model is ``$ASINFER_BENCH_MODEL``, else ``engine.default_model()``; formats
-come from ``engine.FORMATS`` (those the engine runs) and absent ones skip.
+The model is ``$ASINFER_BENCH_MODEL``, else ``asinfer.engine.default_model()``; formats
+come from ``asinfer.engine.FORMATS`` (those the engine runs) and absent ones skip.
 With the default ``--benchmark-disable`` each case runs once as a test.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engine
-from engine import FORMATS
+from asinfer import engine
+from asinfer.engine import FORMATS
 
 ENGINE_FORMATS = [name for name, fmt in FORMATS.items() if fmt.engine]
 SAMPLES = Path(__file__).resolve().parent.parent / "docs" / "samples"  # six shipped synthetic DICOM slices
@@ -32,7 +32,7 @@ def _model() -> Path:
 
 @pytest.fixture(scope="module", params=ENGINE_FORMATS)
 def classifier(request):
-    from engine import locate
+    from asinfer.engine import locate
 
     manifest, _ = locate(_model())
     if manifest.artifact(request.param) is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.phantoms import generate_series
+from asinfer.trainer.phantoms import generate_series
 
 SLICES = 12
 

@@ -1,7 +1,7 @@
 """pytest-benchmark suite for preprocessing (batch of 64 at 512x512, 8- and 16-bit).
 
     pytest benchmarks/bench_preprocess.py --benchmark-enable          # measure
-    python -m benchmarks.preprocess                                    # interleaved ratios
+    python -m asinfer.benchmarks.preprocess                                    # interleaved ratios
 
 With the default ``--benchmark-disable`` each case runs once as a test, so
 the suite cannot rot.
@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks.preprocess import contenders, make_inputs, plain_loop
+from asinfer.benchmarks.preprocess import contenders, make_inputs, plain_loop
 
 THREADS = os.cpu_count() or 1
 

@@ -1,6 +1,6 @@
 """Preprocessing throughput: the engine's batched path vs a plain per-image OpenCV loop.
 
-    python -m benchmarks.preprocess [--rounds 7] [--batch 64] [--size 512]
+    python -m asinfer.benchmarks.preprocess [--rounds 7] [--batch 64] [--size 512]
 
 Two inputs, each a batch of 64 slices of 512x512: 8-bit images, and 16-bit
 DICOM-like frames (12-bit values with a VOI window). Contenders, interleaved:
@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from engine import Frame, Preprocessor
+from asinfer.engine import Frame, Preprocessor
 
 from ._timing import interleave
 

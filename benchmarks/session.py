@@ -1,6 +1,6 @@
 """Which ONNX Runtime settings suit a small CPU: spinning, threads, graph optimisation level.
 
-    python -m benchmarks.session [MODEL.onnx | BUNDLE] [--batch 8] [--rounds 7]
+    python -m asinfer.benchmarks.session [MODEL.onnx | BUNDLE] [--batch 8] [--rounds 7]
 
 Each setting is a contender timed interleaved with the others; the engine's
 defaults (engine._providers.SessionConfig) come from this measurement.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine._providers import PROVIDERS, SessionConfig, create_session
+from asinfer.engine._providers import PROVIDERS, SessionConfig, create_session
 
 from ._timing import interleave
 
@@ -33,8 +33,8 @@ def settings(cores: int) -> dict[str, SessionConfig]:
 def _model_file(path: Path) -> str:
     """The artifact the engine would run on CPU, checked against its manifest."""
     if path.is_dir():
-        from engine import locate
-        from engine._bundle import _choose, _verified
+        from asinfer.engine import locate
+        from asinfer.engine._bundle import _choose, _verified
 
         manifest, folder = locate(path)
         art = _choose(manifest, PROVIDERS["cpu"].formats, None)
@@ -44,7 +44,7 @@ def _model_file(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine import default_model
+    from asinfer.engine import default_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", type=Path, default=None)

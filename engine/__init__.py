@@ -2,7 +2,7 @@
 
 The whole public API::
 
-    import engine
+    from asinfer import engine
     clf = engine.load()                       # shipped model, best provider
     for p in clf.predict(["series/", "slice.png"]):
         print(p.source, p.frame, p.probability, p.label, p.error)

@@ -29,7 +29,7 @@ class Prediction:
         frame: frame index within the source; None when the source failed whole.
         probability: probability of the positive label; None on error.
         label: the manifest label chosen by the threshold; None on error.
-        error: ``"reason: message"`` (reason codes in ``engine.REASONS``); None on success.
+        error: ``"reason: message"`` (reason codes in ``asinfer.engine.REASONS``); None on success.
     """
 
     source: str
@@ -60,7 +60,7 @@ class _Slice:
 
 
 class Classifier:
-    """A loaded model bundle, ready to predict. Create it with :func:`engine.load`.
+    """A loaded model bundle, ready to predict. Create it with :func:`asinfer.engine.load`.
 
     Thread-safe: ONNX Runtime sessions and the preprocessor accept concurrent callers.
     """

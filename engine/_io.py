@@ -2,8 +2,8 @@
 
 Readers return :class:`Frame` objects holding the pixels as stored (after the
 DICOM modality LUT) plus what is needed to map them to 8 bit later; the
-mapping itself is preprocessing (``engine.Preprocessor``). Every expected
-failure is raised as :class:`engine.InputError` with a one-line reason.
+mapping itself is preprocessing (``asinfer.engine.Preprocessor``). Every expected
+failure is raised as :class:`asinfer.engine.InputError` with a one-line reason.
 No identifying DICOM attribute is copied into a frame.
 """
 
@@ -76,7 +76,7 @@ def read_frames(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> list[F
         One frame per slice: several for a multi-frame DICOM object.
 
     Raises:
-        InputError: with a reason from ``engine.REASONS``.
+        InputError: with a reason from ``asinfer.engine.REASONS``.
 
     Example:
         >>> frames = read_frames("series/IM0001.dcm")  # doctest: +SKIP

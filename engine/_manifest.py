@@ -6,7 +6,7 @@ under :data:`METADATA_KEY`, so a lone ``.onnx`` file still describes itself.
 
 Model input contract (every engine-run graph follows it):
     input  ``image``: uint8, ``[N, H, W, 1]`` (NHWC, grey), the output of
-           :class:`engine.Preprocessor`; N is dynamic. Scaling to [0, 1] and
+           :class:`asinfer.engine.Preprocessor`; N is dynamic. Scaling to [0, 1] and
            replication to 3 channels happen inside the graph.
     output ``probability``: float32, ``[N, 1]``, the sigmoid probability of
            ``labels[1]`` (the positive class).

@@ -91,7 +91,7 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
 ) -> None:
     """Predict every slice of every input: one row per slice, or per failed input."""
-    import engine
+    from asinfer import engine
 
     try:
         clf = engine.load(model, provider=provider.value, artifact=artifact, threshold=threshold, threads=threads)
@@ -187,8 +187,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and checks as JSON.")] = False,
 ) -> None:
     """Show a model's manifest, its artifacts and their sha256 checks, and the available providers."""
-    import engine
-    from engine import locate
+    from asinfer import engine
+    from asinfer.engine import locate
 
     path = model or engine.default_model()
     try:
@@ -232,7 +232,7 @@ def synth(
     size: Annotated[Optional[int], typer.Option(min=64, max=1024, help="Matrix size [default: random 256-512 per patient].")] = None,
 ) -> None:
     """Write a synthetic phantom dataset (class folders + labels.csv). Not patient data."""
-    phantoms = _trainer_module("trainer.phantoms")
+    phantoms = _trainer_module("asinfer.trainer.phantoms")
     if out.exists() and any(out.iterdir()):
         raise _fail(f"{out} is not empty; choose a new folder so no stale slices mix with the new ones")
     from rich.progress import Progress
@@ -262,7 +262,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
 ) -> None:
     """Train the VGG16 classifier; writes model.keras, metrics, curves and a manifest to the run directory."""
-    trainer = _trainer_module("trainer.train")
+    trainer = _trainer_module("asinfer.trainer.train")
     cfg = trainer.TrainConfig.load(config) if config else trainer.TrainConfig()
     overrides = {"data": str(data) if data else None, "epochs": epochs, "image_size": image_size,
                  "weights": weights, "batch_size": batch_size, "freeze_blocks": freeze_blocks}
@@ -289,7 +289,7 @@ def convert(
 
     Exit code 3 when a converted model falls outside its parity tolerance.
     """
-    conv = _trainer_module("trainer.convert")
+    conv = _trainer_module("asinfer.trainer.convert")
     names = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
     try:
         manifest = conv.convert(source, names, out=out, calibration=calibration,
@@ -354,10 +354,10 @@ def bench(
 
     Example: asinfer bench models/asinfer-vgg16-phantom --fail-under "onnx-int8/keras>=3.0" --json bench.json
     """
-    import engine
+    from asinfer import engine
 
     try:
-        from benchmarks import bench as runner
+        from asinfer.benchmarks import bench as runner
     except ImportError as exc:
         raise _fail(f"benchmarks are unavailable ({exc}); install: pip install 'asinfer[train]'")
     try:

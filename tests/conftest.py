@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_bundle(tmp_path_factory) -> Path:
     """A bundle with onnx-fp32 and onnx-int8 tiny models, under a folder name with spaces."""
     pytest.importorskip("onnx", reason="building test models needs onnx (dev extra)")
-    from trainer.tiny import write_tiny_bundle
+    from asinfer.trainer.tiny import write_tiny_bundle
 
     folder = tmp_path_factory.mktemp("models") / "path with spaces" / "tiny bundle"
     with warnings.catch_warnings():
@@ -54,7 +54,7 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def classifier(tiny_bundle):
-    import engine
+    from asinfer import engine
 
     return engine.load(tiny_bundle, provider="cpu", artifact="onnx-fp32", threads=2)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import requires_tf
 
-from benchmarks import _gates, bench
-from engine import FORMATS, default_model
-from engine._formats import Tolerance
+from asinfer.benchmarks import _gates, bench
+from asinfer.engine import FORMATS, default_model
+from asinfer.engine._formats import Tolerance
 
 ROW_NAMES = [*FORMATS, *bench.PIPELINE]
 RUN_FORMATS = ["onnx-fp32", "onnx-int8", "tflite-int8"]
@@ -121,7 +121,7 @@ def test_ci_example_rules_parse_and_name_rows_the_shipped_bundle_has():
     """The copyable CI job gates the shipped bundle: its rules must be valid and evaluable there."""
     import re
 
-    from engine import locate
+    from asinfer.engine import locate
 
     lines = (Path(__file__).parent.parent / "docs" / "ci-example.yml").read_text().splitlines()
     code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
@@ -139,7 +139,7 @@ def run_dir(tmp_path_factory) -> Path:
     """A 32x32 run folder with Keras and three converted formats (see the module docstring)."""
     from test_convert import _write_run
 
-    from trainer.convert import convert
+    from asinfer.trainer.convert import convert
 
     folder = tmp_path_factory.mktemp("bench") / "path with spaces" / "run"
     folder.mkdir(parents=True)
@@ -174,7 +174,7 @@ def test_report_has_a_row_per_format_in_table_order_with_skips_explained(report)
     assert int8["size_mb"] > 0 and 0 <= int8["parity"]["auc"] <= 1 and int8["parity"]["agreement"] >= 0.99
     assert set(int8["img_per_s"]) == {"1", "8"} and int8["img_per_s"]["8"]["min"] <= int8["img_per_s"]["8"]["median"]
     assert int8["latency_ms"]["p50"] <= int8["latency_ms"]["p95"]
-    assert int8["cold_start_how"].startswith("`asinfer predict") or "-m engine predict" in int8["cold_start_how"]
+    assert int8["cold_start_how"].startswith("`asinfer predict") or "-m asinfer.engine predict" in int8["cold_start_how"]
     assert all(rows[n]["peak_rss_mb"] > 20 and rows[n]["cold_start_s"] > 0 for n in ["keras", *RUN_FORMATS])
     # each process ran one format only: the runtimes' footprints differ, none inherits this process's
     assert rows["keras"]["peak_rss_mb"] > rows["tflite-int8"]["peak_rss_mb"]
@@ -209,10 +209,10 @@ def test_json_and_markdown_carry_the_machine_and_command(report, tmp_path):
 
 @requires_tf
 def test_degraded_int8_model_fails_its_parity_gate(run_dir, tmp_path):
-    from trainer.bundle import write_bundle
-    from trainer.tiny import build_tiny_model
+    from asinfer.trainer.bundle import write_bundle
+    from asinfer.trainer.tiny import build_tiny_model
 
-    from engine._manifest import read_manifest
+    from asinfer.engine._manifest import read_manifest
 
     copy = tmp_path / "degraded"
     shutil.copytree(run_dir, copy)
@@ -230,7 +230,7 @@ def test_degraded_int8_model_fails_its_parity_gate(run_dir, tmp_path):
 
 @requires_tf
 def test_slowed_model_fails_a_speed_gate_and_a_failing_format_keeps_the_run_going(run_dir, monkeypatch):
-    from benchmarks import _runners
+    from asinfer.benchmarks import _runners
 
     def slow(path, threads):  # only the int8 file: 0.2 s more per call
         inner = _runners._OnnxRuntime(path, threads)
@@ -253,7 +253,7 @@ def test_slowed_model_fails_a_speed_gate_and_a_failing_format_keeps_the_run_goin
 
 @requires_tf
 def test_missing_runtime_is_a_skipped_row(run_dir, monkeypatch):
-    from benchmarks import _runners
+    from asinfer.benchmarks import _runners
 
     monkeypatch.setitem(_runners.RUNTIMES, "litert", _runners.Runtime("litert", "no_such_module_xyz", "pip install x", None))
     config = _config(run_dir, formats="tflite-int8", batch_sizes="1")
@@ -269,7 +269,7 @@ def test_missing_runtime_is_a_skipped_row(run_dir, monkeypatch):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from asinfer.engine.cli import app
 
     return CliRunner().invoke(app, ["bench", *map(str, args)])
 

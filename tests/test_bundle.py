@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import engine
-from engine import Manifest, ModelError
-from engine import _providers
+from asinfer import engine
+from asinfer.engine import Manifest, ModelError
+from asinfer.engine import _providers
 
 from conftest import SIZE
 
@@ -100,7 +100,7 @@ def test_lone_onnx_describes_itself(tiny_bundle, tmp_path):
 
 def test_onnx_without_manifest_is_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
-    from trainer.tiny import build_tiny_model
+    from asinfer.trainer.tiny import build_tiny_model
 
     onnx.save(build_tiny_model(SIZE), str(tmp_path / "bare.onnx"))
     with pytest.raises(ModelError, match="carries no asinfer manifest"):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-import engine
+from asinfer import engine
 
 from conftest import SIZE, dicom_file, rng_image
 

@@ -13,7 +13,7 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
+from asinfer.engine.cli import app
 
 from conftest import dicom_file, rng_image
 
@@ -105,7 +105,7 @@ def test_info_shows_artifacts_hashes_and_providers(tiny_bundle):
 
 def test_info_shows_the_shipped_models_test_metrics():
     """Metrics are nested per split in a trained bundle's manifest; info must show them, not an empty line."""
-    from engine import default_model, locate
+    from asinfer.engine import default_model, locate
 
     test = locate(default_model())[0].metrics["test"]
     result = invoke("info")
@@ -121,7 +121,7 @@ def test_info_flags_a_tampered_bundle(bundle_copy):
 
 def test_shipped_model_and_console_script():
     """The installed `asinfer` script answers, and the default model loads."""
-    out = subprocess.run([sys.executable, "-m", "engine", "info", "--json"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "asinfer.engine", "info", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["manifest"]["artifacts"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import requires_tf
 
-import engine
-from engine import FORMATS
+from asinfer import engine
+from asinfer.engine import FORMATS
 
 pytestmark = requires_tf
 
@@ -34,7 +34,7 @@ def _batch(seed: int, patients: int, slices: int) -> tuple[np.ndarray, np.ndarra
     something even an untrained ReLU net ranks, so the labels are separable
     and the parity numbers measure the conversion, not luck.
     """
-    from trainer.phantoms import generate_series
+    from asinfer.trainer.phantoms import generate_series
 
     pre = engine.Preprocessor(size=(SIZE, SIZE), threads=1)
     images = np.concatenate([pre(list(generate_series(seed + k, slices=slices, size=64,
@@ -54,8 +54,8 @@ def _write_run(run_dir):
     """A run folder as training writes it, from a 32x32 model trained for two steps."""
     import keras
 
-    from trainer.bundle import write_bundle
-    from trainer.model import build_model
+    from asinfer.trainer.bundle import write_bundle
+    from asinfer.trainer.model import build_model
 
     train, train_labels = _batch(100, 2, 8)
     holdout, labels = _batch(200, 4, 6)
@@ -78,7 +78,7 @@ def _write_run(run_dir):
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """(run_dir, out, manifest returned for out, progress lines): every format converted once."""
-    from trainer.convert import convert
+    from asinfer.trainer.convert import convert
 
     root = tmp_path_factory.mktemp("convert") / "path with spaces"
     run_dir, out = root / "run", root / "bundle"
@@ -188,7 +188,7 @@ def test_first_conv_rounding_cancels_the_error_nearest_rounding_leaves():
     import onnx
     from onnx import numpy_helper
 
-    from trainer.convert import _round_first_conv
+    from asinfer.trainer.convert import _round_first_conv
 
     scale = 0.01
     weight = np.full((1, 1, 3, 3), 10.4 * scale, np.float32)
@@ -210,7 +210,7 @@ def test_first_conv_rounding_cancels_the_error_nearest_rounding_leaves():
 
 def test_int8_trials_rank_by_mean_error_within_tolerance():
     """One lucky slice of agreement must not beat a 25 % lower mean error; a failing trial always loses."""
-    from trainer.convert import _rank
+    from asinfer.trainer.convert import _rank
 
     def trial(agreement, mean, dauc=0.0):
         return {"agreement": agreement, "mean_abs_dp": mean, "max_abs_dp": 10 * mean, "dauc": dauc,
@@ -241,7 +241,7 @@ def test_lone_onnx_describes_itself(converted):
 
 
 def test_broken_conversion_fails_with_the_numbers(converted, tmp_path, monkeypatch):
-    from trainer import convert as conv
+    from asinfer.trainer import convert as conv
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -262,7 +262,7 @@ def test_broken_conversion_fails_with_the_numbers(converted, tmp_path, monkeypat
 
 
 def test_format_names_are_checked():
-    from trainer.convert import convert
+    from asinfer.trainer.convert import convert
 
     with pytest.raises(ValueError, match="Did you mean 'onnx-int8'"):
         convert("nowhere", ["onnx-int9"])
@@ -271,7 +271,7 @@ def test_format_names_are_checked():
 
 
 def test_every_format_has_a_converter():
-    from trainer.convert import CONVERTERS
+    from asinfer.trainer.convert import CONVERTERS
 
     assert set(CONVERTERS) == set(FORMATS) - {"keras"}
 
@@ -284,8 +284,8 @@ def test_import_does_not_load_tensorflow():
 
 
 def test_calibration_from_a_dataset_folder(tmp_path):
-    from trainer.convert import _calibration_images
-    from trainer.phantoms import write_dataset
+    from asinfer.trainer.convert import _calibration_images
+    from asinfer.trainer.phantoms import write_dataset
 
     write_dataset(tmp_path / "data", patients=2, slices=2, size=64)
     manifest = engine.Manifest(name="t", version="0", input=engine.InputSpec(height=SIZE, width=SIZE))
@@ -296,7 +296,7 @@ def test_calibration_from_a_dataset_folder(tmp_path):
 def test_formats_done_before_a_parity_failure_stay_recorded(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from trainer import convert as conv
+    from asinfer.trainer import convert as conv
 
     def write(job, dest):
         dest.write_bytes(b"stand-in")
@@ -320,8 +320,8 @@ def test_formats_done_before_a_parity_failure_stay_recorded(tmp_path, monkeypatc
 def test_cli_convert_prints_parity_and_exits_3_on_failure(converted, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from engine.cli import app
-    from trainer import convert as conv
+    from asinfer.engine.cli import app
+    from asinfer.trainer import convert as conv
 
     run_dir = tmp_path / "cli run"
     run_dir.mkdir()

@@ -11,8 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from engine import InputError, read_frames
-from engine._io import image_size, iter_files
+from asinfer.engine import InputError, read_frames
+from asinfer.engine._io import image_size, iter_files
 
 from conftest import dicom_file, rng_image
 

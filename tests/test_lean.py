@@ -6,30 +6,33 @@ import json
 import subprocess
 import sys
 
-FORBIDDEN = ("tensorflow", "keras", "tf_keras", "tf2onnx", "trainer", "onnx", "torch")
+FORBIDDEN = ("tensorflow", "keras", "tf_keras", "tf2onnx", "asinfer.trainer", "asinfer.benchmarks", "onnx", "torch")
 
 
 def _modules_after(code: str) -> set[str]:
-    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    """Top-level modules, and asinfer's packages by their full name, loaded after ``code``."""
+    script = (f"{code}\nimport json, sys\n"
+              "print(json.dumps(sorted({'.'.join(m.split('.')[:2 if m.startswith('asinfer.') else 1]) "
+              "for m in sys.modules})))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def test_import_engine_loads_no_tensorflow_or_trainer():
-    loaded = _modules_after("import engine")
+    loaded = _modules_after("import asinfer.engine")
     assert not loaded & set(FORBIDDEN), loaded & set(FORBIDDEN)
     # and defers its own heavy dependencies until first use
     assert not loaded & {"cv2", "onnxruntime", "pydicom"}
 
 
 def test_running_a_prediction_still_loads_no_tensorflow():
-    code = ("import numpy as np, engine\n"
+    code = ("import numpy as np\nfrom asinfer import engine\n"
             "clf = engine.load(provider='cpu')\n"
             "clf.predict(np.zeros((64, 64), np.uint8))")
     loaded = _modules_after(code)
-    assert not loaded & {"tensorflow", "keras", "tf_keras", "tf2onnx", "trainer"}
+    assert not loaded & {"tensorflow", "keras", "tf_keras", "tf2onnx", "asinfer.trainer"}
 
 
 def test_cli_help_imports_no_runtime():
-    loaded = _modules_after("from engine.cli import app")
-    assert not loaded & {"tensorflow", "trainer", "cv2", "onnxruntime", "pydicom"}
+    loaded = _modules_after("from asinfer.engine.cli import app")
+    assert not loaded & {"tensorflow", "asinfer.trainer", "cv2", "onnxruntime", "pydicom"}

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import Frame, InputError, Preprocessor, PreprocessSpec, read_frames, to_uint8
+from asinfer.engine import Frame, InputError, Preprocessor, PreprocessSpec, read_frames, to_uint8
 
 from conftest import dicom_file, rng_image
 

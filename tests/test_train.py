@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
+from asinfer.engine.cli import app
 
 from conftest import requires_tf
 
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from trainer.train import TrainConfig
+    from asinfer.trainer.train import TrainConfig
 
     root = tmp_path_factory.mktemp("train") / "run with spaces"
     root.mkdir()
@@ -60,7 +60,7 @@ def test_exported_model_has_no_augmentation_and_honours_the_contract(run_dir):
 
 
 def test_resume_continues_from_the_checkpoint(run_dir):
-    from trainer.train import TrainConfig, train
+    from asinfer.trainer.train import TrainConfig, train
 
     cfg = TrainConfig.load(run_dir / "train_config.json")
     cfg.epochs = 2
@@ -78,7 +78,7 @@ def test_resume_continues_from_the_checkpoint(run_dir):
 
 
 def test_resuming_a_finished_run_keeps_its_model(run_dir):
-    from trainer.train import TrainConfig, train
+    from asinfer.trainer.train import TrainConfig, train
 
     before = (run_dir / "model.keras").stat().st_mtime_ns, (run_dir / "manifest.json").read_text()
     messages = []
@@ -89,7 +89,7 @@ def test_resuming_a_finished_run_keeps_its_model(run_dir):
 
 
 def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
-    from trainer.train import TrainConfig, train
+    from asinfer.trainer.train import TrainConfig, train
 
     cfg = TrainConfig(synth={"patients": 8, "slices": 3, "seed": 4, "size": 96}, image_size=48, warmup_size=32,
                       warmup_epochs=1, epochs=1, batch_size=8, calibration_images=4, freeze_blocks=2)
@@ -99,14 +99,14 @@ def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
     assert starts[0].startswith("training epochs 1-1 at 32x32: all blocks trainable")
     assert starts[1].startswith("training epochs 2-2 at 48x48: blocks 1-2 frozen")
     assert manifest.input.height == 48 and manifest.training["epochs_run"] == 2
-    from trainer.bundle import machine
+    from asinfer.trainer.bundle import machine
 
     assert manifest.training["machine"].startswith(f"{machine()['cpu']}, ")  # the CPU model, for the card
     assert np.load(tmp_path / "run" / "holdout.npz")["images"].shape[1:] == (48, 48, 1)
 
 
 def test_imagenet_offline_says_how_to_supply_the_file(tmp_path, monkeypatch):
-    from trainer.model import build_model
+    from asinfer.trainer.model import build_model
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="--weights none"):
@@ -116,7 +116,7 @@ def test_imagenet_offline_says_how_to_supply_the_file(tmp_path, monkeypatch):
 
 
 def test_local_weights_file_is_loaded(tmp_path):
-    from trainer.model import build_model, vgg_base
+    from asinfer.trainer.model import build_model, vgg_base
 
     source = build_model(32, seed=7, batch_norm=False)
     path = tmp_path / "vgg16_notop.weights.h5"

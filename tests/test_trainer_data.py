@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import Preprocessor
-from trainer.data import load_images, parse_label, read_index, split_by_patient
+from asinfer.engine import Preprocessor
+from asinfer.trainer.data import load_images, parse_label, read_index, split_by_patient
 
 from conftest import rng_image
 

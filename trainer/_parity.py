@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from engine._formats import Tolerance
+from asinfer.engine._formats import Tolerance
 
 
 class ParityError(ValueError):

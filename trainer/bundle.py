@@ -6,8 +6,8 @@ import datetime as _dt
 from dataclasses import replace
 from pathlib import Path
 
-from engine import FORMATS, METADATA_KEY, Artifact, Manifest, make_artifact
-from engine._manifest import MANIFEST_NAME
+from asinfer.engine import FORMATS, METADATA_KEY, Artifact, Manifest, make_artifact
+from asinfer.engine._manifest import MANIFEST_NAME
 
 
 def write_bundle(folder: Path, manifest: Manifest, files: dict[str, str]) -> Manifest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine._manifest import read_manifest
+from asinfer.engine._manifest import read_manifest
 
 
 def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
@@ -58,7 +58,7 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
         "",
         "## Reproduce",
         "```bash",
-        f"python -m trainer.demo --config {bundle.as_posix()}/train_config.json",
+        f"python -m asinfer.trainer.demo --config {bundle.as_posix()}/train_config.json",
         "```",
         "",
         "## Limits",

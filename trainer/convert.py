@@ -7,7 +7,7 @@ Input is a run directory as training writes it::
     RUN_DIR/holdout.npz       images uint8 [N,S,S,1], labels int8 [N]: held-out patients
     RUN_DIR/calibration.npz   images uint8 [M,S,S,1]: preprocessed training slices
 
-Each format of :data:`engine.FORMATS` has one converter in :data:`CONVERTERS`;
+Each format of :data:`asinfer.engine.FORMATS` has one converter in :data:`CONVERTERS`;
 after each conversion the held-out slices run through the new file in its own
 runtime (ONNX Runtime, LiteRT) and must match Keras within the format's
 tolerance, or :class:`ParityError` stops the run.
@@ -27,12 +27,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine import FORMATS, Manifest
-from engine._bundle import sha256_file
-from engine._formats import get_format
-from engine._manifest import MANIFEST_NAME, read_manifest
-from trainer._parity import ParityError, check, measure
-from trainer.bundle import machine, tool_versions, write_bundle
+from asinfer.engine import FORMATS, Manifest
+from asinfer.engine._bundle import sha256_file
+from asinfer.engine._formats import get_format
+from asinfer.engine._manifest import MANIFEST_NAME, read_manifest
+from asinfer.trainer._parity import ParityError, check, measure
+from asinfer.trainer.bundle import machine, tool_versions, write_bundle
 
 __all__ = ["CONVERTERS", "ParityError", "convert"]
 
@@ -88,7 +88,7 @@ def convert(run_dir: Path, formats: Sequence[str] | None = None, out: Path | Non
 
     Args:
         run_dir: a training run folder (see the module docstring).
-        formats: names from :data:`engine.FORMATS`; default every format but ``keras``.
+        formats: names from :data:`asinfer.engine.FORMATS`; default every format but ``keras``.
         out: when given, a bundle folder that receives the *shipped* formats
             (``FORMATS[f].shipped``) among the run's artifacts, plus ``*.png``
             and ``MODEL_CARD.md``; its manifest keeps the parity of every format.
@@ -215,7 +215,7 @@ def _calibration_images(run_dir: Path, source: Path | None, manifest: Manifest) 
         path = source or _need(run_dir, "calibration.npz")
         with np.load(path) as data:
             return _images(data, str(path))
-    from trainer.data import load_images, read_index
+    from asinfer.trainer.data import load_images, read_index
 
     records = read_index(source)
     if len(records) > MAX_CALIBRATION:  # a seeded draw keeps reruns identical
@@ -577,7 +577,7 @@ def _rank(parity: dict) -> tuple:
     """
     from dataclasses import asdict
 
-    from trainer._parity import _verdict
+    from asinfer.trainer._parity import _verdict
 
     limits = {name: limit for name, limit in asdict(FORMATS["onnx-int8"].tolerance).items() if limit is not None}
     within = all(_verdict(name, limit, parity)[0] for name, limit in limits.items())
@@ -615,7 +615,7 @@ def _count_ops(path: Path, op_type: str) -> int:
 
 def _predict_onnx(path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities from ONNX Runtime on CPU, with the engine's session settings."""
-    from engine._providers import PROVIDERS, create_session
+    from asinfer.engine._providers import PROVIDERS, create_session
 
     session = create_session(path.read_bytes(), PROVIDERS["cpu"])
     name = session.get_inputs()[0].name
@@ -695,5 +695,5 @@ _PREDICTORS = {"onnxruntime": _predict_onnx, "litert": _predict_litert}
 
 # A format added to the table without a converter (or a stale converter) must fail at import, not mid-run.
 if set(CONVERTERS) != set(FORMATS) - {"keras"} or {FORMATS[f].runtime for f in CONVERTERS} - set(_PREDICTORS):
-    raise ImportError(f"trainer.convert is out of step with engine.FORMATS: converters for {sorted(CONVERTERS)}, "
+    raise ImportError(f"asinfer.trainer.convert is out of step with engine.FORMATS: converters for {sorted(CONVERTERS)}, "
                       f"formats {sorted(FORMATS)}; add the missing converter or predictor")

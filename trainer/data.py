@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import InputError, Preprocessor, PreprocessSpec, read_frames
-from engine._io import iter_files
+from asinfer.engine import InputError, Preprocessor, PreprocessSpec, read_frames
+from asinfer.engine._io import iter_files
 
 log = logging.getLogger("asinfer.trainer")
 

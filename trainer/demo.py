@@ -1,7 +1,7 @@
 """Reproduce the shipped demo model: phantoms -> VGG16 training -> conversion -> bundle + model card.
 
-    python -m trainer.demo                       # ~1.5 h on 2 CPU cores
-    python -m trainer.demo --config models/asinfer-vgg16-phantom/train_config.json
+    python -m asinfer.trainer.demo                       # ~1.5 h on 2 CPU cores
+    python -m asinfer.trainer.demo --config models/asinfer-vgg16-phantom/train_config.json
 
 Trained on SYNTHETIC phantoms only; the result is a demo, not a diagnostic device.
 """

@@ -4,7 +4,7 @@ They stand in for the trained VGG16 in fast tests and in the first demo: a
 3x3 convolution bank and a logistic read-out with fixed weights. They have
 no diagnostic meaning whatsoever.
 
-    python -m trainer.tiny models/asinfer-tiny      # rebuild the shipped tiny bundle
+    python -m asinfer.trainer.tiny models/asinfer-tiny      # rebuild the shipped tiny bundle
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import InputSpec, Manifest
+from asinfer.engine import InputSpec, Manifest
 
 NOTICE = ("Structural stand-in with fixed, untrained weights: its outputs mean nothing. "
           "Research software, not a diagnostic device.")

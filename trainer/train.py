@@ -1,6 +1,6 @@
 """Training the VGG16 classifier on a dataset (or synthetic phantoms), writing a run directory.
 
-Run directory (what ``trainer.convert`` reads):
+Run directory (what ``asinfer.trainer.convert`` reads):
     manifest.json      engine manifest; artifacts = [keras]; metrics, threshold, config
     model.keras        the best model (validation AUC)
     holdout.npz        test split, preprocessed: images uint8 [N,S,S,1], labels
@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine import InputSpec, Manifest, PreprocessSpec
-from engine._manifest import read_manifest
+from asinfer.engine import InputSpec, Manifest, PreprocessSpec
+from asinfer.engine._manifest import read_manifest
 
 from .data import load_images, read_index, split_by_patient
 

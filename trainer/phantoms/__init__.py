@@ -5,7 +5,7 @@ sacroiliitis-like subchondral oedema, as arrays, PNG or DICOM. Imports only
 numpy, OpenCV and pydicom. Nothing made with it has diagnostic validity.
 
 Example:
-    >>> from trainer.phantoms import generate_series, write_dataset
+    >>> from asinfer.trainer.phantoms import generate_series, write_dataset
     >>> s = generate_series(0, slices=4, size=128, positive=True)
     >>> s.label, s.images.dtype
     (1, dtype('uint16'))

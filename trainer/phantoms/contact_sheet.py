@@ -1,6 +1,6 @@
 """Contact sheet of phantom slices: raw, after CLAHE, and with lesion outlines.
 
-Run: ``python -m trainer.phantoms.contact_sheet docs/phantoms_contact_sheet.png``.
+Run: ``python -m asinfer.trainer.phantoms.contact_sheet docs/phantoms_contact_sheet.png``.
 Tiles are 224x224, the classifier's input size, so what you see is what the
 model gets. Positives (left block) carry red lesion outlines; negatives (right
 block) are captioned with the mimics drawn on that slice. SYNTHETIC data.

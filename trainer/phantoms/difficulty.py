@@ -8,7 +8,7 @@ solve the task (both should stay below AUC 0.80):
 * logistic regression on 32x32 downsampled slices (raw, and per-slice scaled),
   with out-of-fold scores from a 5-fold split by patient.
 
-Run: ``python -m trainer.phantoms.difficulty --slices 2000`` (needs scikit-learn,
+Run: ``python -m asinfer.trainer.phantoms.difficulty --slices 2000`` (needs scikit-learn,
 from the ``dev`` or ``train`` extra). Synthetic data only.
 """
 from __future__ import annotations
