@@ -56,7 +56,7 @@ def _run_format(argv: list[str]) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batches", default="1")
     args = parser.parse_args(argv)
-    from asinfer.benchmarks._runners import RUNTIMES
+    from asinfer.trainer.runtimes import RUNTIMES
 
     predict = RUNTIMES[args.runtime].load(args.model, args.threads)
     image = np.random.default_rng(0).integers(0, 256, (1, *args.size, 1), dtype=np.uint8)

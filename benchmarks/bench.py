@@ -4,12 +4,15 @@ One row per format of :data:`asinfer.engine.FORMATS` (in its order): status, siz
 AUC, label agreement and max |Δp| against Keras (or, in a bundle without
 Keras, the most exact format present), batch-1 latency, img/s per
 batch size, peak RSS and cold start of a process that runs only that format.
+A bundle without a Keras model gets a speed-only Keras row when TensorFlow is
+installed: the architecture of its ``train_config.json`` with random weights.
 Two pipeline rows: preprocessing alone (read DICOM -> CLAHE -> resize) and
 end to end (``Classifier.predict`` on the files with the int8 artifact).
 
 Contenders are timed interleaved (A B C A B C ...) after a warm-up; ratios
 between rows of one run are gated, absolute times only printed. Accuracy
-gates (each format's parity tolerance against Keras) are always on.
+gates (each format's parity tolerance against the reference) are always on.
+The result is a typed :class:`~asinfer.benchmarks.report.BenchReport`.
 
 Example:
     >>> config = BenchConfig.from_options("runs/demo", quick=True)  # doctest: +SKIP
@@ -24,30 +27,37 @@ import os
 import shlex
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from asinfer.engine import FORMATS
+from asinfer.engine import FORMATS, get_format
+from asinfer.engine.bundle import OK as ARTIFACT_OK
+from asinfer.engine.bundle import UNHASHED, check_artifact, measure_parity, roc_auc
+from asinfer.trainer.runtimes import RUNTIMES, predict_all
 
-from . import _gates, _report
+from . import _render, gates
 from ._child import ProcessStats
-from ._gates import Gate, Rule
-from ._runners import RUNTIMES, predict_all
+from ._data import BenchData, load_data
+from ._standin import build_keras_standin
 from ._timing import Timing, interleave
+from .gates import Rule
+from .report import (
+    FAILED, OK, SCHEMA, SKIPPED, BenchReport, DataInfo, EngineCli, Latency, Machine, ModelInfo, Row, Settings, Speed, Stage,
+    one_line, write_json,
+)
 
-SCHEMA = "asinfer-bench/1"
-DATA_SEED = 9001  # phantom test set: a seed no training recipe uses
-PHANTOMS = {False: {"patients": 16, "slices": 12, "size": None}, True: {"patients": 8, "slices": 6, "size": 128}}
+__all__ = ["SCHEMA", "BenchConfig", "BenchReport", "run", "render_text", "write_json", "write_markdown",
+           "exit_code"]
+
 DEFAULTS = {False: {"rounds": 7, "batch_sizes": (1, 8, 32)}, True: {"rounds": 3, "batch_sizes": (1, 8)}}
 PIPELINE = {"preprocess": "read DICOM + CLAHE + resize", "end-to-end": "Classifier.predict: read -> CLAHE -> inference"}
 E2E_ARTIFACT, E2E_BATCH = "onnx-int8", 8
-# Parity reference, most exact first: Keras when the model has it (a run folder), else the closest stand-in
-# (the shipped bundle has no Keras model; its onnx-fp16 matched Keras to 1e-3 at conversion).
-REFERENCES = ("keras", "onnx-fp32", "tflite-fp32", "onnx-fp16", "tflite-fp16")
 NOT_IN_BUNDLE = "not in bundle; reproduce with python -m asinfer.trainer.demo (or asinfer convert RUN_DIR)"
+VERSIONS = ("asinfer", "numpy", "onnxruntime", "opencv-python-headless", "pydicom", "tensorflow", "keras",
+            "ai-edge-litert", "scikit-learn")
 
 Progress = Callable[[str], None]
 
@@ -77,16 +87,16 @@ class BenchConfig:
                 malformed ``--fail-under`` rule; the message names the bad
                 value and the valid ones.
         """
-        from asinfer import engine
+        from asinfer.engine import default_model
 
         defaults = DEFAULTS[quick]
         sizes = _batch_sizes(batch_sizes) if batch_sizes else defaults["batch_sizes"]
         if rounds is not None and rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         names = [*FORMATS, *PIPELINE]
-        return cls(model=Path(model) if model else engine.default_model(), data=Path(data) if data else None,
+        return cls(model=Path(model) if model else default_model(), data=Path(data) if data else None,
                    formats=_formats(formats), batch_sizes=sizes, rounds=rounds or defaults["rounds"],
-                   rules=tuple(_gates.parse_rule(r, names) for r in rules), quick=quick)
+                   rules=tuple(gates.parse_rule(r, names) for r in rules), quick=quick)
 
     def command(self) -> str:
         """A command line that repeats this run exactly."""
@@ -100,8 +110,6 @@ class BenchConfig:
 
 def _formats(value) -> tuple[str, ...]:
     """Requested formats in FORMATS order."""
-    from asinfer.engine._formats import get_format
-
     if not value:
         return tuple(FORMATS)
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
@@ -124,70 +132,11 @@ def _batch_sizes(value) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
-# --- rows ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One format's results; ``status`` is ok, skipped or failed (then ``reason`` says why)."""
-
-    format: str
-    runtime: str
-    precision: str
-    status: str = "ok"
-    reason: str = ""
-    file: str | None = None
-    size_mb: float | None = None
-    parity: dict = field(default_factory=dict)  # trainer._parity.measure() against Keras; keras: its AUC
-    latency_ms: dict | None = None  # batch 1: p50, p95, min, max
-    img_per_s: dict = field(default_factory=dict)  # "batch" -> {median, min, max}
-    peak_rss_mb: float | None = None
-    cold_start_s: float | None = None
-    cold_start_how: str = ""
-    tolerance: object = None  # engine._formats.Tolerance
-
-    def fail(self, exc: BaseException | str, stage: str) -> None:
-        """Mark failed with a one-line reason."""
-        message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        self.status, self.reason = "failed", f"{stage}: {' '.join(str(message).split())[:240]}"
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["tolerance"] = asdict(self.tolerance) if self.tolerance is not None else {}
-        return data
-
-
-@dataclass
-class Stage:
-    """A pipeline row: preprocessing alone, or the engine end to end."""
-
-    name: str
-    what: str
-    status: str = "ok"
-    reason: str = ""
-    artifact: str | None = None
-    images: int = 0
-    img_per_s: dict | None = None  # {median, min, max}
-    timing: Timing | None = None
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "timing"}
-
-
-@dataclass
-class _Data:
-    images: np.ndarray  # preprocessed uint8 [N, H, W, 1]
-    labels: np.ndarray
-    files: list[Path]  # image files for the pipeline rows
-    description: str
-    tmp: tempfile.TemporaryDirectory | None = None  # a generated phantom set, removed after the run
-
-
 # --- the run -------------------------------------------------------------------------------------------------
 
 
-def run(config: BenchConfig, progress: Progress | None = None) -> dict:
-    """Benchmark every requested format of ``config.model``; the report as a JSON-ready dict.
+def run(config: BenchConfig, progress: Progress | None = None) -> BenchReport:
+    """Benchmark every requested format of ``config.model``.
 
     Raises:
         engine.ModelError: the model cannot be found or read.
@@ -197,83 +146,102 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
 
     say = progress or (lambda line: None)
     manifest, folder = locate(config.model)
-    data = _load_data(config, manifest, say)
-    try:
-        rows = _rows(config, manifest, folder)
-        runners = _load_runners(rows, folder, config, say)
+    with tempfile.TemporaryDirectory(prefix="asinfer-bench-") as tmp:  # phantoms, a Keras stand-in
+        work = Path(tmp)
+        data = load_data(config.data, config.quick, manifest, work, say)
+        rows, files = _rows(config, manifest, folder, work, say)
+        runners = _load_runners(rows, files, config.threads, say)
         reference = _accuracy(rows, runners, data, manifest.threshold, say)
         _speed(rows, runners, data.images, config, say)
-        del runners
-        cli = _processes(rows, folder, data, config, say) if config.processes else {}
-        stages = _pipeline(config, data.files, say)
-    finally:
-        if data.tmp is not None:
-            data.tmp.cleanup()
-    return _assemble(config, manifest, rows, stages, cli, data, reference)
+        del runners  # the child processes below measure memory; free the models first
+        cli = _processes(rows, files, data, config, say) if config.processes else None
+        stages, share = _pipeline(config, manifest, data.files, say)
+    return _assemble(config, manifest, rows, stages, share, cli, data, reference)
 
 
-def _rows(config: BenchConfig, manifest, folder: Path | None) -> list[Row]:
-    """A row per requested format; skipped or failed ones say why before anything runs."""
-    from asinfer import engine
-
-    checks = engine.verify(config.model)
-    rows = []
+def _rows(config: BenchConfig, manifest, folder: Path | None, work: Path,
+          say: Progress) -> tuple[list[Row], dict[str, Path]]:
+    """A row per requested format, and the file each runnable one loads from; skips and failures say why."""
+    rows, files = [], {}
     for name in config.formats:
         fmt, art = FORMATS[name], manifest.artifact(name)
         row = Row(name, fmt.runtime, fmt.precision, tolerance=fmt.tolerance)
-        if art is None:
-            row.status, row.reason = "skipped", NOT_IN_BUNDLE
-        elif RUNTIMES[fmt.runtime].missing():
-            row.status, row.reason = "skipped", RUNTIMES[fmt.runtime].missing()
-        elif not checks.get(name, "").startswith("ok"):
-            row.fail(f"{checks.get(name)} ({art.file}); refusing to benchmark a file the manifest does not describe",
-                     "verify")
+        missing = RUNTIMES[fmt.runtime].missing()
+        if art is None and name == "keras":
+            files.update(_keras_standin(row, folder, manifest, work, config.threads, missing, say))
+        elif art is None:
+            row.status, row.reason = SKIPPED, NOT_IN_BUNDLE
+        elif missing:
+            row.status, row.reason = SKIPPED, missing
         else:
-            row.file, row.size_mb = art.file, round(art.bytes / 1e6, 2)
+            check = check_artifact(folder, art) if folder is not None else None
+            if check is not None and check.status not in (ARTIFACT_OK, UNHASHED):
+                row.fail(f"{check.message}; refusing to benchmark a file the manifest does not describe", "verify")
+            else:
+                row.file, row.size_mb = art.file, round(art.bytes / 1e6, 2)
+                files[name] = folder / art.file if folder is not None else config.model
         rows.append(row)
-    return rows
+    return rows, files
 
 
-def _path(folder: Path | None, config: BenchConfig, row: Row) -> Path:
-    return folder / row.file if folder is not None else config.model
+def _keras_standin(row: Row, folder: Path | None, manifest, work: Path, threads: int, missing: str | None,
+                   say: Progress) -> dict[str, Path]:
+    """Make ``row`` the speed-only Keras stand-in (see ``_standin``), or skip it saying why; its file."""
+    row.speed_only = True
+    if missing:
+        row.status, row.reason = SKIPPED, f"{NOT_IN_BUNDLE}; no speed-only stand-in: {missing}"
+        return {}
+    say("keras: not in the bundle; building a speed-only stand-in (same architecture, random weights)")
+    try:
+        standin = build_keras_standin(folder, manifest, work / "keras", threads)
+    except (FileNotFoundError, ValueError) as exc:
+        row.status, row.reason = SKIPPED, f"{NOT_IN_BUNDLE}; no speed-only stand-in: {exc}"
+        return {}
+    except Exception as exc:  # TensorFlow's own errors: the row fails, the run goes on
+        row.fail(exc, "speed-only stand-in")
+        return {}
+    row.note, row.size_mb = standin.note, round(standin.path.stat().st_size / 1e6, 2)
+    return {row.format: standin.path}
 
 
-def _load_runners(rows: list[Row], folder, config: BenchConfig, say: Progress) -> dict:
+def _load_runners(rows: list[Row], files: dict[str, Path], threads: int, say: Progress) -> dict:
     runners = {}
     for row in _ok(rows):
-        say(f"{row.format}: loading {row.file}")
+        say(f"{row.format}: loading {files[row.format].name}")
         try:
-            runners[row.format] = RUNTIMES[row.runtime].load(_path(folder, config, row), config.threads)
+            runners[row.format] = RUNTIMES[row.runtime].load(files[row.format], threads)
         except Exception as exc:  # any runtime's own error types: the row fails, the run goes on
             row.fail(exc, "load")
     return runners
 
 
 def _ok(rows: list[Row]) -> list[Row]:
-    return [r for r in rows if r.status == "ok"]
+    return [r for r in rows if r.ok]
 
 
-def _accuracy(rows: list[Row], runners: dict, data: _Data, threshold: float, say: Progress) -> str | None:
-    """Each row's probabilities on the data and parity against the reference; returns the reference's name.
+def _accuracy(rows: list[Row], runners: dict, data: BenchData, threshold: float, say: Progress) -> str | None:
+    """Each row's AUC on the data and parity against the reference; returns the reference's name.
 
-    The reference is the first of :data:`REFERENCES` that ran: Keras, else
-    the most exact format present. None when none of them ran (then only
-    AUC is reported).
+    The reference is the first of :data:`gates.REFERENCES` that ran: Keras,
+    else the most exact format present. None when none of them ran (then
+    only AUC is reported). A speed-only row is not predicted on at all.
     """
-    from asinfer.trainer._parity import _auc, measure
-
     probs = {}
     for row in _ok(rows):
+        if row.speed_only:
+            continue
         try:
             probs[row.format] = predict_all(runners[row.format], data.images)
         except Exception as exc:
             row.fail(exc, "predict")
-    reference = next((name for name in REFERENCES if name in probs), None)
-    for row in _ok(rows):
-        p = probs[row.format]
-        row.parity = (measure(probs[reference], p, data.labels, threshold) if reference is not None
-                      else {"n": 0, "auc": _auc(data.labels, p)})
-    aucs = ", ".join(f"{r.format} {_report._num(r.parity['auc'], '.4f')}" for r in _ok(rows))
+    reference = gates.choose_reference(probs)
+    for row in rows:
+        if row.format in probs:
+            row.auc = roc_auc(data.labels, probs[row.format])
+        if row.format in probs and reference is not None and row.format != reference:
+            record = measure_parity(probs[reference], probs[row.format], data.labels, threshold, reference)
+            row.parity = gates.judged(row.format, record)
+    aucs = ", ".join(f"{r.format} {'-' if r.auc is None else format(r.auc, '.4f')}" for r in rows if r.format in probs)
     say(f"AUC on {len(data.images)} images: {aucs}; parity against {reference or 'nothing (no reference ran)'}")
     return reference
 
@@ -289,13 +257,20 @@ def _speed(rows: list[Row], runners: dict, images: np.ndarray, config: BenchConf
         say(f"batch {b}: {rounds} interleaved rounds of {', '.join(live)}")
         timings = interleave(live, rounds=rounds, warmup=1)
         for row in _ok(rows):
-            t = timings[row.format]
-            lo, hi = t.spread
-            row.img_per_s[str(b)] = {"median": round(b / t.median, 2), "min": round(b / hi, 2), "max": round(b / lo, 2)}
+            row.img_per_s += (_per_second(timings[row.format], b, batch=b),)
             if b == 1:
-                ms = np.array(t.seconds) * 1000
-                row.latency_ms = {"p50": round(float(np.median(ms)), 3), "p95": round(float(np.percentile(ms, 95)), 3),
-                                  "min": round(float(ms.min()), 3), "max": round(float(ms.max()), 3)}
+                row.latency_ms = _latency(timings[row.format])
+
+
+def _per_second(t: Timing, images: int, batch: int | None = None) -> Speed:
+    lo, hi = t.spread
+    return Speed(round(images / t.median, 2), round(images / hi, 2), round(images / lo, 2), batch)
+
+
+def _latency(t: Timing) -> Latency:
+    ms = np.array(t.seconds) * 1000
+    return Latency(round(float(np.median(ms)), 3), round(float(np.percentile(ms, 95)), 3),
+                   round(float(ms.min()), 3), round(float(ms.max()), 3))
 
 
 def _rounds(config: BenchConfig, batch: int) -> int:
@@ -318,33 +293,33 @@ def _warm(rows: list[Row], runners: dict, batch: np.ndarray) -> list[Row]:
 # --- child processes -----------------------------------------------------------------------------------------
 
 
-def _processes(rows: list[Row], folder, data: _Data, config: BenchConfig, say: Progress) -> dict:
+def _processes(rows: list[Row], files: dict[str, Path], data: BenchData, config: BenchConfig,
+               say: Progress) -> EngineCli | None:
     """Peak RSS and cold start of a process per format; ``asinfer predict`` for the engine's int8 cold start."""
     from ._child import measure
 
     h, w = data.images.shape[1:3]
     for row in _ok(rows):
         say(f"{row.format}: cold start and peak RSS in a new process")
-        cmd = [sys.executable, "-m", "asinfer.benchmarks._child", row.runtime, str(_path(folder, config, row)),
+        cmd = [sys.executable, "-m", "asinfer.benchmarks._child", row.runtime, str(files[row.format]),
                "--size", str(h), str(w), "--threads", str(config.threads),
                "--batches", ",".join(map(str, config.batch_sizes))]
         _apply(row, measure(cmd, until_ready=True), "new process -> load -> first batch-1 prediction")
     int8 = next((r for r in _ok(rows) if r.format == E2E_ARTIFACT), None)
     if int8 is None or not data.files:
-        return {}
+        return None
     cmd = _predict_command(config.model, data.files[0])
     say(f"{E2E_ARTIFACT}: cold start of `{shlex.join(cmd)}`")
     stats = measure(cmd, until_ready=False)
     if stats.cold_start_s is not None:
         int8.cold_start_s, int8.cold_start_how = stats.cold_start_s, f"`{_display(cmd)}`, new process to exit"
-    return {"command": _display(cmd), "cold_start_s": stats.cold_start_s, "peak_rss_mb": stats.peak_rss_mb,
-            "error": stats.error}
+    return EngineCli(_display(cmd), stats.cold_start_s, stats.peak_rss_mb, stats.error)
 
 
 def _apply(row: Row, stats: ProcessStats, how: str) -> None:
     row.peak_rss_mb, row.cold_start_s, row.cold_start_how = stats.peak_rss_mb, stats.cold_start_s, how
     if stats.error:
-        row.reason = f"process measurement: {stats.error}"
+        row.note = "; ".join(filter(None, [row.note, f"process measurement: {stats.error}"]))
 
 
 def _predict_command(model: Path, file: Path) -> list[str]:
@@ -364,187 +339,92 @@ def _display(cmd: list[str]) -> str:
 # --- pipeline ------------------------------------------------------------------------------------------------
 
 
-def _pipeline(config: BenchConfig, files: list[Path], say: Progress) -> list[Stage]:
-    """Preprocessing alone and the engine end to end on the same files, interleaved."""
+def _pipeline(config: BenchConfig, manifest, files: Sequence[Path], say: Progress) -> tuple[list[Stage], float | None]:
+    """Preprocessing alone and the engine end to end on the same files, interleaved; and their time ratio."""
     from asinfer import engine
 
     stages = [Stage(name, what) for name, what in PIPELINE.items()]
-    e2e = stages[1]
+    pre_stage, e2e = stages
     if not files:
         for s in stages:
-            s.status, s.reason = "skipped", "no image files to read"
-        return stages
+            s.status, s.reason = SKIPPED, "no image files to read"
+        return stages, None
+    artifact = E2E_ARTIFACT if manifest.artifact(E2E_ARTIFACT) else None  # else the engine's own CPU choice
     try:
-        clf = engine.load(config.model, provider="cpu", artifact=_e2e_artifact(config.model), threads=config.threads)
+        clf = engine.load(config.model, provider="cpu", artifact=artifact, threads=config.threads)
     except Exception as exc:
-        e2e.status, e2e.reason = "failed", f"load: {' '.join(str(exc).split())[:240]}"
-        clf = None
-    contenders = {"preprocess": _preprocess_fn(clf, config, files)}
+        e2e.status, e2e.reason, clf = FAILED, f"load: {one_line(str(exc))}", None
+    pre = clf.preprocessor if clf is not None else engine.Preprocessor(
+        manifest.preprocessing, (manifest.input.height, manifest.input.width), config.threads)
+    contenders = {"preprocess": lambda: list(engine.load_slices(files, pre))}  # the engine's one read path
     if clf is not None:
         e2e.artifact = clf.artifact.format
         contenders["end-to-end"] = lambda: clf.predict(files, batch_size=E2E_BATCH)
     say(f"pipeline: {len(files)} files, {config.rounds} interleaved rounds")
     timings = interleave(contenders, rounds=config.rounds, warmup=1)
-    n = _count_slices(contenders["preprocess"]())
+    n = sum(s.ok for s in contenders["preprocess"]())
     for stage in stages:
         if stage.name in timings:
-            t = timings[stage.name]
-            lo, hi = t.spread
-            stage.images, stage.timing = n, t
-            stage.img_per_s = {"median": round(n / t.median, 2), "min": round(n / hi, 2), "max": round(n / lo, 2)}
-    return stages
-
-
-def _e2e_artifact(model: Path) -> str | None:
-    """int8 when the bundle has it, else the engine's own CPU choice."""
-    from asinfer.engine import locate
-
-    manifest, _ = locate(model)
-    return E2E_ARTIFACT if manifest.artifact(E2E_ARTIFACT) else None
-
-
-def _preprocess_fn(clf, config: BenchConfig, files: list[Path]) -> Callable[[], list]:
-    """Read + preprocess every file on the engine's own thread pool, as ``Classifier.predict`` does."""
-    from asinfer import engine
-
-    if clf is not None:
-        pre = clf.preprocessor
-    else:
-        from asinfer.engine import locate
-
-        m, _ = locate(config.model)
-        pre = engine.Preprocessor(m.preprocessing, (m.input.height, m.input.width), config.threads)
-    return lambda: list(pre.map(lambda f: [pre.one(fr) for fr in engine.read_frames(f)], files))
-
-
-def _count_slices(results: list[list]) -> int:
-    return sum(len(r) for r in results)
-
-
-# --- data ----------------------------------------------------------------------------------------------------
-
-
-def _load_data(config: BenchConfig, manifest, say: Progress) -> _Data:
-    """Preprocessed images and labels for accuracy, and image files for the pipeline rows.
-
-    ``config.data`` may be a dataset (read and preprocessed by the engine, its
-    files used by the pipeline rows) or an ``.npz`` of preprocessed images
-    (e.g. a run's holdout.npz; the pipeline rows then read a small phantom set).
-    """
-    from asinfer.trainer.data import load_images, read_index
-
-    size = (manifest.input.height, manifest.input.width)
-    if config.data is not None and config.data.suffix == ".npz":
-        images, labels = _npz(config.data, size)
-        files, desc, tmp = _phantoms(True, say)
-        return _Data(images, labels, files, f"{config.data}: {len(images)} preprocessed images, "
-                     f"{int(labels.sum())} positive; pipeline rows: {desc}", tmp)
-    files, desc, tmp = _phantoms(config.quick, say) if config.data is None else ([], str(config.data), None)
-    records = read_index(Path(tmp.name) if tmp is not None else config.data)
-    images, labels, failures = load_images(records, size[0], manifest.preprocessing)
-    if not len(images):
-        raise ValueError(f"data {config.data} gave no readable images ({len(failures)} failed, e.g. "
-                         f"{failures[:1]}); pass a dataset folder, CSV, or .npz")
-    desc += f": {len(images)} images, {int(labels.sum())} positive" + (f", {len(failures)} unreadable" if failures else "")
-    return _Data(images, labels, [r.path for r in records], desc, tmp)
-
-
-def _phantoms(quick: bool, say: Progress) -> tuple[list[Path], str, tempfile.TemporaryDirectory]:
-    """A deterministic phantom DICOM test set in a temporary folder: (files, description, folder)."""
-    from asinfer.trainer.phantoms import write_dataset
-
-    shape = PHANTOMS[quick]
-    tmp = tempfile.TemporaryDirectory(prefix="asinfer-bench-")
-    say(f"data: writing {shape['patients']}x{shape['slices']} phantom DICOM slices (seed {DATA_SEED})")
-    write_dataset(Path(tmp.name), fmt="dicom", seed=DATA_SEED, **shape)
-    desc = (f"synthetic phantom DICOM test set (seed {DATA_SEED}, {shape['patients']} patients x {shape['slices']} "
-            f"slices, matrix {shape['size'] or '256-512'})")
-    return sorted(Path(tmp.name).rglob("*.dcm")), desc, tmp
-
-
-def _npz(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocessed ``images`` uint8 [N,H,W,1] and ``labels`` from an .npz (e.g. a run's holdout.npz)."""
-    with np.load(path) as data:
-        if "images" not in data or "labels" not in data:
-            raise ValueError(f"{path} must hold 'images' (uint8 [N,H,W,1]) and 'labels', has {sorted(data.files)}")
-        images, labels = np.asarray(data["images"]), np.asarray(data["labels"])
-    if (images.dtype != np.uint8 or images.shape[1:] != (*size, 1) or len(images) != len(labels)
-            or not len(images)):
-        raise ValueError(f"{path}: images must be a non-empty uint8 [N,{size[0]},{size[1]},1] batch (the model's "
-                         f"input) with one label each, got {images.dtype} {images.shape} and {labels.shape} labels")
-    return images, labels
+            stage.images, stage.img_per_s = n, _per_second(timings[stage.name], n)
+    share = timings["preprocess"].median / timings["end-to-end"].median if "end-to-end" in timings else None
+    return stages, None if share is None else round(share, 4)
 
 
 # --- the report ----------------------------------------------------------------------------------------------
 
 
-def _assemble(config: BenchConfig, manifest, rows: list[Row], stages: list[Stage], cli: dict, data: _Data,
-              reference: str | None) -> dict:
-    batch = _gates.gate_batch(config.batch_sizes)
-    gates = _gates.accuracy_gates(rows, reference) + _speed_gates(config.rules, rows, stages, batch)
-    share = _share(stages)
-    return {
-        "schema": SCHEMA,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": config.command(),
-        "argv": sys.argv,
-        "machine": _report.machine(),
-        "versions": _report.versions(),
-        "model": {"path": str(config.model), "name": manifest.name, "version": manifest.version,
-                  "threshold": manifest.threshold, "input": [manifest.input.height, manifest.input.width]},
-        "data": {"source": str(config.data) if config.data else "phantoms", "description": data.description,
-                 "images": int(len(data.images)), "positive": int(np.sum(data.labels)), "files": len(data.files)},
-        "settings": {"batch_sizes": list(config.batch_sizes), "rounds": config.rounds,
-                     "rounds_batch1": _rounds(config, 1), "threads": config.threads, "gate_batch": batch,
-                     "quick": config.quick, "e2e_batch": E2E_BATCH},
-        "reference": reference,
-        "rows": [r.to_dict() for r in rows],
-        "pipeline": [s.to_dict() for s in stages],
-        "preprocess_share": share,
-        "engine_cli": cli,
-        "gates": [g.to_dict() for g in gates],
-        "passed": not _gates.failed(gates),
-    }
+def _assemble(config: BenchConfig, manifest, rows: list[Row], stages: list[Stage], share: float | None,
+              cli: EngineCli | None, data: BenchData, reference: str | None) -> BenchReport:
+    from asinfer.trainer.bundle import tool_versions
+
+    batch = gates.gate_batch(config.batch_sizes)
+    found = gates.accuracy_gates(rows, reference) + _speed_gates(config.rules, rows, stages, batch)
+    return BenchReport(
+        schema=SCHEMA,
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        command=config.command(),
+        argv=tuple(sys.argv),
+        machine=Machine.here(),
+        versions=tool_versions(VERSIONS),
+        model=ModelInfo(str(config.model), manifest.name, manifest.version, manifest.threshold,
+                        (manifest.input.height, manifest.input.width)),
+        data=DataInfo(str(config.data) if config.data else "phantoms", data.description, int(len(data.images)),
+                      int(np.sum(data.labels)), len(data.files)),
+        settings=Settings(config.batch_sizes, config.rounds, _rounds(config, 1), config.threads, batch, config.quick,
+                          E2E_BATCH),
+        reference=reference,
+        rows=tuple(rows),
+        pipeline=tuple(stages),
+        preprocess_share=share,
+        engine_cli=cli,
+        gates=tuple(found),
+        passed=not gates.failed(found),
+    )
 
 
-def _speed_gates(rules, rows: list[Row], stages: list[Stage], batch: int) -> list[Gate]:
-    throughput = {r.format: (r.img_per_s.get(str(batch)) or {}).get("median") for r in rows}
-    throughput.update({s.name: (s.img_per_s or {}).get("median") for s in stages})
-    why = {**{r.format: f"{r.status}: {r.reason}" for r in rows if r.status != "ok"},
-           **{s.name: f"{s.status}: {s.reason}" for s in stages if s.status != "ok"}}
-    return [_gates.speed_gate(rule, throughput, why) for rule in rules]
+def _speed_gates(rules, rows: list[Row], stages: list[Stage], batch: int) -> list:
+    throughput = {r.format: (r.speed(batch).median if r.speed(batch) else None) for r in rows}
+    throughput.update({s.name: s.img_per_s.median if s.img_per_s else None for s in stages})
+    why = {**{r.format: f"{r.status}: {r.reason}" for r in rows if not r.ok},
+           **{s.name: f"{s.status}: {s.reason}" for s in stages if s.status != OK}}
+    return [gates.speed_gate(rule, throughput, why) for rule in rules]
 
 
-def _share(stages: list[Stage]) -> float | None:
-    """Preprocessing alone as a share of the end-to-end time (medians)."""
-    pre, e2e = (s.timing for s in stages)
-    return None if pre is None or e2e is None else round(pre.median / e2e.median, 4)
-
-
-def render_text(report: dict) -> str:
+def render_text(report: BenchReport) -> str:
     """The table for people."""
-    return _report.text(report)
+    return _render.text(report)
 
 
-def write_json(report: dict, path: Path) -> None:
-    import json
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
-def write_markdown(report: dict, path: Path) -> Path | None:
+def write_markdown(report: BenchReport, path: Path) -> Path | None:
     """The markdown report, with the img/s bar chart beside it (``<name>.png``); returns the chart path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = path.with_suffix(".png")
-    note = _report.chart(report, png)
-    if note:
-        report = {**report, "chart_note": note}
-    path.write_text(_report.markdown(report, None if note else png.name), encoding="utf-8")
+    note = _render.chart(report, png)
+    path.write_text(_render.markdown(report, None if note else png.name, note or ""), encoding="utf-8")
     return None if note else png
 
 
-def exit_code(report: dict) -> int:
+def exit_code(report: BenchReport) -> int:
     """0 when every gate passed, 1 when one failed."""
-    return 0 if report["passed"] else 1
+    return report.exit_code

@@ -8,7 +8,8 @@
 
 The model is ``$ASINFER_BENCH_MODEL``, else ``asinfer.engine.default_model()``; formats
 come from ``asinfer.engine.FORMATS`` (those the engine runs) and absent ones skip.
-With the default ``--benchmark-disable`` each case runs once as a test.
+With the default ``--benchmark-disable`` only the smoke case (end to end) runs,
+once, as a test; ``--bench-all`` runs every case as a test (see benchmarks/conftest.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def test_run_latency_ms(benchmark, classifier, batch):
         benchmark.extra_info["img_per_s"] = round(batch / median, 2)
 
 
+@pytest.mark.smoke
 def test_end_to_end_img_per_s(benchmark):
     """Read DICOM -> CLAHE -> inference -> result on the shipped sample slices, the engine's CPU choice."""
     files = sorted(SAMPLES.rglob("*.dcm"))

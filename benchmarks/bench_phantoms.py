@@ -1,7 +1,7 @@
 """Phantom generation speed: slices/s at 256x256 and 512x512 (single process).
 
 Run the timing with ``python -m pytest benchmarks/bench_phantoms.py --benchmark-enable``;
-the default (benchmarks disabled) run executes each case once as a test.
+the default (benchmarks disabled) run executes the smoke case (256x256) once as a test.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from asinfer.trainer.phantoms import generate_series
 SLICES = 12
 
 
-@pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.parametrize("size", [pytest.param(256, marks=pytest.mark.smoke), 512])
 def test_generate_series_slices_per_s(benchmark, size):
     series = benchmark.pedantic(
         generate_series, args=(42,), kwargs={"slices": SLICES, "size": size, "positive": True},

@@ -3,7 +3,7 @@
     python -m asinfer.benchmarks.session [MODEL.onnx | BUNDLE] [--batch 8] [--rounds 7]
 
 Each setting is a contender timed interleaved with the others; the engine's
-defaults (engine._providers.SessionConfig) come from this measurement.
+defaults (``asinfer.engine.SessionConfig``) come from this measurement.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asinfer.engine._providers import PROVIDERS, SessionConfig, create_session
+from asinfer.engine import PROVIDERS, ModelError, SessionConfig, create_session, locate
+from asinfer.engine.bundle import check_artifact, choose_artifact
 
 from ._timing import interleave
 
@@ -31,16 +32,21 @@ def settings(cores: int) -> dict[str, SessionConfig]:
 
 
 def _model_file(path: Path) -> str:
-    """The artifact the engine would run on CPU, checked against its manifest."""
-    if path.is_dir():
-        from asinfer.engine import locate
-        from asinfer.engine._bundle import _choose, _verified
+    """The artifact the engine would run on CPU, checked against its manifest.
 
-        manifest, folder = locate(path)
-        art = _choose(manifest, PROVIDERS["cpu"].formats, None)
-        _verified(folder / art.file, art)
-        return str(folder / art.file)
-    return str(path)
+    Raises:
+        ModelError: no CPU artifact in the bundle, or its file is missing or modified.
+    """
+    if not path.is_dir():
+        return str(path)
+    manifest, folder = locate(path)
+    art = choose_artifact(manifest, PROVIDERS["cpu"].formats)
+    if art is None:
+        raise ModelError(f"{path} has no artifact for CPU (one of {', '.join(PROVIDERS['cpu'].formats)})")
+    check = check_artifact(folder, art)
+    if not check.ok:
+        raise ModelError(check.message)
+    return str(folder / art.file)
 
 
 def main(argv: list[str] | None = None) -> None:

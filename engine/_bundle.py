@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._classifier import Classifier
@@ -59,11 +59,11 @@ def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact
     manifest, folder = locate(path)
     config = SessionConfig(threads=threads)
     for prov in resolve(provider):
-        art = _choose(manifest, prov.formats, artifact)
+        art = choose_artifact(manifest, prov.formats, artifact)
         if art is None:
             continue
         file = folder / art.file if folder is not None else path
-        stamp = _verified(file, art) if folder is not None else None
+        stamp = _verified(folder, art) if folder is not None else None
         session = create_session(str(file), prov, config)
         if stamp is not None and _stamp(file) != stamp:
             raise ModelError(f"{file} changed while it was being loaded; load it again")
@@ -72,6 +72,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact
             if provider != "auto":
                 raise ModelError(f"provider {prov.name!r} could not start (no device, or its libraries are missing): {prov.install}")
             continue
+        check_graph(session, manifest, str(file))
         log.info("using provider %s, artifact %s", prov.name, art.format)
         return Classifier(manifest, session, art, prov.name, threshold, threads)
     have = ", ".join(a.format for a in manifest.artifacts) or "none"
@@ -133,7 +134,8 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     return dict(sess.get_modelmeta().custom_metadata_map)
 
 
-def _choose(manifest: Manifest, preference: tuple[str, ...], forced: str | None) -> Artifact | None:
+def choose_artifact(manifest: Manifest, preference: tuple[str, ...], forced: str | None = None) -> Artifact | None:
+    """The artifact to run: ``forced`` if given, else the first of ``preference`` the bundle has."""
     for fmt in (forced,) if forced else preference:
         art = manifest.artifact(fmt)
         if art is not None:
@@ -141,22 +143,80 @@ def _choose(manifest: Manifest, preference: tuple[str, ...], forced: str | None)
     return None
 
 
-def _verified(file: Path, art: Artifact) -> tuple:
-    """Check the artifact's size and sha256 against the manifest; its stat stamp for :func:`_stamp`.
+def check_graph(session, manifest: Manifest, origin: str) -> None:
+    """The loaded graph's input and output against the manifest's input contract.
+
+    Raises:
+        ModelError: names, element type or input size differ from the manifest.
+    """
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    spec = manifest.input
+    found = next((i for i in inputs if i.name == spec.name), None)
+    problems = []
+    if len(inputs) != 1 or found is None:
+        problems.append(f"graph inputs {[i.name for i in inputs]}, manifest input {spec.name!r}")
+    else:
+        if found.type != "tensor(uint8)":
+            problems.append(f"input {spec.name!r} is {found.type}, the contract is tensor(uint8)")
+        dims = list(found.shape)
+        fixed = [d if isinstance(d, int) else None for d in dims[1:]]
+        if len(dims) != 4 or fixed != [spec.height, spec.width, 1]:
+            problems.append(f"input {spec.name!r} has shape {dims}, manifest says [N, {spec.height}, {spec.width}, 1]")
+    if manifest.output.name not in [o.name for o in outputs]:
+        problems.append(f"graph outputs {[o.name for o in outputs]}, manifest output {manifest.output.name!r}")
+    if problems:
+        raise ModelError(f"{origin} does not match its manifest: " + "; ".join(problems))
+
+
+#: Artifact check outcomes.
+OK, MISSING, MISMATCH, UNHASHED = "ok", "missing", "sha256 mismatch", "unhashed"
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """Whether an artifact's file is there and is the one the manifest describes."""
+
+    format: str
+    file: str
+    status: str  # ok | missing | sha256 mismatch | unhashed (a lone .onnx: no recorded hash to check)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+def check_artifact(folder: Path, art: Artifact) -> ArtifactCheck:
+    """Size and sha256 of ``folder/art.file`` against the manifest (the one place that compares them)."""
+    file = Path(folder) / art.file
+    try:
+        digest = sha256_file(file)
+    except OSError as exc:
+        return ArtifactCheck(art.format, art.file, MISSING, f"artifact {art.format} ({file}) cannot be read: "
+                                                            f"{exc.strerror or exc}")
+    if digest != art.sha256:
+        return ArtifactCheck(art.format, art.file, MISMATCH,
+                             f"sha256 mismatch for {file}: manifest says {art.sha256[:16]}..., file is "
+                             f"{digest[:16]}...; refusing to load a modified artifact")
+    return ArtifactCheck(art.format, art.file, OK)
+
+
+def _verified(folder: Path, art: Artifact) -> tuple:
+    """:func:`check_artifact`, raising on failure; returns the file's stat stamp for :func:`_stamp`.
 
     The file is hashed in blocks and ONNX Runtime then reads it by path: holding
     its bytes in Python as well cost 14 MB of peak memory on VGG16 int8. The
     stamp taken before hashing (inode, size, mtime) is compared again after
     the load, so a file replaced or rewritten in between is refused.
     """
+    file = folder / art.file
     try:
         stamp = _stamp(file)
-        digest = sha256_file(file)
     except OSError as exc:
         raise ModelError(f"artifact {art.format} ({file}) cannot be read: {exc.strerror or exc}") from None
-    if digest != art.sha256:
-        raise ModelError(f"sha256 mismatch for {file}: manifest says {art.sha256[:16]}..., file is "
-                         f"{digest[:16]}... ({stamp[1]} bytes); refusing to load a modified artifact")
+    check = check_artifact(folder, art)
+    if not check.ok:
+        raise ModelError(check.message)
     return stamp
 
 
@@ -165,22 +225,20 @@ def _stamp(file: Path) -> tuple:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def verify(path: str | os.PathLike) -> dict[str, str]:
-    """Check every artifact of a bundle: format -> "ok" | "missing" | "sha256 mismatch"."""
+def verify(path: str | os.PathLike) -> dict[str, ArtifactCheck]:
+    """Check every artifact of a bundle; format -> :class:`ArtifactCheck`.
+
+    Raises:
+        ModelError: the bundle itself cannot be read (see :func:`locate`).
+    """
     manifest, folder = locate(path)
     if folder is None:
-        return {a.format: "ok (lone file, no recorded hash)" for a in manifest.artifacts}
-    status = {}
-    for art in manifest.artifacts:
-        try:
-            _verified(folder / art.file, art)
-            status[art.format] = "ok"
-        except ModelError as exc:
-            status[art.format] = "missing" if "cannot be read" in str(exc) else "sha256 mismatch"
-    return status
+        return {a.format: ArtifactCheck(a.format, a.file, UNHASHED, "a lone file carries no recorded hash")
+                for a in manifest.artifacts}
+    return {art.format: check_artifact(folder, art) for art in manifest.artifacts}
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, streamed."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:

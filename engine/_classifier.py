@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ._errors import InputError
-from ._io import MAX_PIXELS, Frame, _to_grey, iter_files, read_frames
+from ._io import MAX_PIXELS
 from ._manifest import Artifact, Manifest
 from ._preprocess import Preprocessor
+from ._slices import Slice, Source, load_slices
 
 log = logging.getLogger("asinfer")
-
-Source = Union[str, os.PathLike, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -29,34 +25,28 @@ class Prediction:
         frame: frame index within the source; None when the source failed whole.
         probability: probability of the positive label; None on error.
         label: the manifest label chosen by the threshold; None on error.
-        error: ``"reason: message"`` (reason codes in ``asinfer.engine.REASONS``); None on success.
+        reason: failure code from ``asinfer.engine.REASONS``; None on success.
+        message: one line saying what went wrong; None on success.
     """
 
     source: str
     frame: int | None
     probability: float | None = None
     label: str | None = None
-    error: str | None = None
+    reason: str | None = None
+    message: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.reason is None
 
     @property
-    def reason(self) -> str | None:
-        """The error's reason code, or None."""
-        return self.error.split(":", 1)[0] if self.error else None
+    def error(self) -> str | None:
+        """``"reason: message"`` for display; None on success."""
+        return None if self.reason is None else f"{self.reason}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class _Slice:
-    source: str
-    frame: int | None
-    image: np.ndarray | None = None  # preprocessed (H, W) uint8
-    error: str | None = None
 
 
 class Classifier:
@@ -78,8 +68,8 @@ class Classifier:
         spec = manifest.input
         self.preprocessor = Preprocessor(manifest.preprocessing, (spec.height, spec.width), preprocess_threads)
         self._session = session
-        self._input = session.get_inputs()[0].name
-        self._output = session.get_outputs()[0].name
+        self._input = spec.name
+        self._output = manifest.output.name
         self.run(np.zeros((1, spec.height, spec.width, 1), np.uint8))  # warm-up
 
     def predict(self, sources: Source | Iterable[Source], batch_size: int = 8) -> list[Prediction]:
@@ -92,7 +82,7 @@ class Classifier:
 
         Returns:
             One :class:`Prediction` per slice, in input order; an input that
-            yields no slice gives one Prediction carrying the error.
+            yields no slice gives one Prediction carrying the reason.
 
         Example:
             >>> clf = engine.load("models/asinfer-demo")  # doctest: +SKIP
@@ -105,85 +95,27 @@ class Classifier:
         """Like :meth:`predict`, yielding results as their batch completes."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        pending: list[_Slice] = []
-        for slices in self.preprocessor.map(self._prepare, _expand(sources)):
-            pending.extend(slices)
-            while sum(s.image is not None for s in pending) >= batch_size:
-                done, pending = _split(pending, batch_size)
-                yield from self._infer(done)
+        pending: list[Slice] = []
+        ready = 0
+        for item in load_slices(sources, self.preprocessor, max_pixels=self.max_pixels):
+            pending.append(item)
+            ready += item.ok
+            if ready == batch_size:
+                yield from self._infer(pending)
+                pending, ready = [], 0
         yield from self._infer(pending)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw inference: uint8 ``[N, H, W, 1]`` -> probabilities ``[N]`` (float32)."""
         return self._session.run([self._output], {self._input: batch})[0].reshape(-1)
 
-    def _infer(self, slices: list[_Slice]) -> Iterator[Prediction]:
-        images = [s.image for s in slices if s.image is not None]
+    def _infer(self, slices: list[Slice]) -> Iterator[Prediction]:
+        images = [s.image for s in slices if s.ok]
         probs = iter(self.run(np.stack(images)[..., None]) if images else ())
         labels = self.manifest.labels
         for s in slices:
-            if s.image is None:
-                yield Prediction(s.source, s.frame, error=s.error)
+            if not s.ok:
+                yield Prediction(s.source, s.frame, reason=s.reason, message=s.message)
             else:
                 p = float(next(probs))
                 yield Prediction(s.source, s.frame, p, labels[int(p >= self.threshold)])
-
-    def _prepare(self, item: tuple[str, Any]) -> list[_Slice]:
-        """Read and preprocess one input; errors become slices that carry them."""
-        name, value = item
-        try:
-            if isinstance(value, InputError):
-                raise value
-            frames = read_frames(value, self.max_pixels) if isinstance(value, Path) else [value]
-        except InputError as exc:
-            return [_Slice(name, None, error=str(exc))]
-        except Exception as exc:  # never let one odd file stop a batch
-            log.debug("unexpected error reading %s", name, exc_info=True)
-            return [_Slice(name, None, error=f"internal: {type(exc).__name__}: {exc}")]
-        return [self._prepare_frame(name, i, f) for i, f in enumerate(frames)]
-
-    def _prepare_frame(self, name: str, index: int, frame) -> _Slice:
-        try:
-            return _Slice(name, index, self.preprocessor.one(frame))
-        except InputError as exc:
-            return _Slice(name, index, error=str(exc))
-        except Exception as exc:
-            log.debug("unexpected error preprocessing %s", name, exc_info=True)
-            return _Slice(name, index, error=f"internal: {type(exc).__name__}: {exc}")
-
-
-def _split(pending: list[_Slice], batch_size: int) -> tuple[list[_Slice], list[_Slice]]:
-    """Cut after the ``batch_size``-th good slice (errors ride along in order)."""
-    count = 0
-    for i, s in enumerate(pending):
-        count += s.image is not None
-        if count == batch_size:
-            return pending[: i + 1], pending[i + 1:]
-    return pending, []
-
-
-def _expand(sources: Source | Iterable[Source]) -> Iterator[tuple[str, Any]]:
-    """(display name, Path | array | InputError) for every input, folders walked."""
-    if isinstance(sources, (str, os.PathLike, np.ndarray)):
-        sources = [sources]
-    for n, source in enumerate(sources):
-        if isinstance(source, np.ndarray):
-            yield f"<array {n}>", _array_frame(source)
-            continue
-        if not isinstance(source, (str, os.PathLike)):
-            raise TypeError(f"sources must be paths or numpy arrays, got {type(source).__name__}")
-        path = Path(source)
-        if path.is_dir():
-            files = list(iter_files(path))
-            if not files:
-                yield str(path), InputError("empty", f"folder {path} holds no image files")
-            yield from ((str(f), f) for f in files)
-        else:
-            yield str(path), path
-
-
-def _array_frame(array: np.ndarray) -> Frame | InputError:
-    try:
-        return Frame(_to_grey(array, "RGB"), "<array>")
-    except InputError as exc:
-        return exc

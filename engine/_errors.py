@@ -35,6 +35,7 @@ class InputError(ValueError):
             raise ValueError(f"unknown reason {reason!r}; valid: {sorted(REASONS)}")
         super().__init__(message)
         self.reason = reason
+        self.message = message
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.args[0]}"

@@ -10,14 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How close a converted model must stay to the Keras reference on held-out data."""
-
-    max_abs_dp: float | None = None  # max |p - p_keras| over the held-out slices
-    min_agreement: float | None = None  # share of identical labels at the threshold
-    max_abs_dauc: float | None = None  # |AUC - AUC_keras|
+from ._parity import Tolerance
 
 
 FP32 = Tolerance(max_abs_dp=1e-4)
@@ -36,7 +29,7 @@ class ModelFormat:
     engine: bool  # the engine (ONNX Runtime) can run it
     shipped: bool  # committed with the demo model (others are reproducible)
     description: str
-    tolerance: Tolerance = Tolerance()  # parity against Keras; none for Keras itself
+    tolerance: Tolerance = Tolerance()  # parity against the reference; none for Keras itself
 
 
 FORMATS: dict[str, ModelFormat] = {
@@ -70,10 +63,11 @@ def get_format(name: str) -> ModelFormat:
     try:
         return FORMATS[name]
     except KeyError:
-        raise ValueError(_unknown("format", name, FORMATS)) from None
+        raise ValueError(invalid_choice("format", name, FORMATS)) from None
 
 
-def _unknown(kind: str, name: str, valid) -> str:
+def invalid_choice(kind: str, name: str, valid) -> str:
+    """``Invalid <kind> <name>. Valid: ...`` with the closest valid name, for any table of choices."""
     hint = difflib.get_close_matches(name, list(valid), n=1)
     tip = f" Did you mean {hint[0]!r}?" if hint else ""
     return f"Invalid {kind} {name!r}. Valid: {', '.join(valid)}.{tip}"

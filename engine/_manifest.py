@@ -15,16 +15,23 @@ Model input contract (every engine-run graph follows it):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ._errors import ModelError
 from ._formats import FORMATS
+from ._parity import ParityRecord, record_from_dict
+from ._schema import SchemaError, build_dataclass, to_json_data
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: typed parity records (reference, intervals, verdict); 1 is still read
 METADATA_KEY = "asinfer.manifest"
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is kilobytes; refuse to parse a runaway file
+
+RESIZE_MODES = ("area", "linear", "cubic", "nearest", "lanczos")
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,8 @@ class Artifact:
     """One model file in the bundle."""
 
     format: str  # a key of engine.FORMATS
-    file: str  # path relative to the bundle folder
-    sha256: str
+    file: str  # path relative to the bundle folder, inside it
+    sha256: str  # hex digest of the file's bytes
     bytes: int
 
 
@@ -79,9 +86,10 @@ class Artifact:
 class Manifest:
     """Everything the engine needs to run a bundle, and what produced it.
 
-    ``training``, ``metrics``, ``parity`` and ``tools`` are free-form records
-    written by the trainer (data description, held-out metrics, conversion
-    parity per format, tool versions); the engine only displays them.
+    ``training``, ``metrics`` and ``tools`` are free-form records written by
+    the trainer (data description, held-out metrics, tool versions); the
+    engine only displays them. ``parity`` holds one typed
+    :class:`ParityRecord` per converted format.
     """
 
     name: str
@@ -97,26 +105,31 @@ class Manifest:
     notice: str = "Research software. Not a diagnostic device."
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, ParityRecord] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
         """Serialise to the JSON written as manifest.json and ONNX metadata."""
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        return json.dumps(to_json_data(self), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, origin: str = "manifest") -> "Manifest":
+    def from_json(cls, text: str | bytes, origin: str = "manifest") -> "Manifest":
         """Parse and validate manifest JSON.
 
         Raises:
-            ModelError: not JSON, a newer schema, or a field of the wrong kind.
+            ModelError: not JSON, a newer schema, or a field of the wrong
+                kind or value; the message names the field.
         """
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise ModelError(f"{origin} is {len(text):,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelError(f"{origin} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ModelError(f"{origin} is nested too deeply to be a manifest") from None
         return cls.from_dict(data, origin)
 
     @classmethod
@@ -125,75 +138,122 @@ class Manifest:
         if not isinstance(data, dict):
             raise ModelError(f"{origin}: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
             raise ModelError(
                 f"{origin}: schema_version {version!r} is not supported by this engine "
-                f"(supports <= {SCHEMA_VERSION}); upgrade asinfer"
+                f"(supports 1 to {SCHEMA_VERSION}); upgrade asinfer"
             )
+        body = {k: v for k, v in data.items() if k != "parity"}
         try:
-            manifest = _build(cls, data)
-        except (TypeError, ValueError) as exc:
+            manifest = build_dataclass(cls, body)
+            parity = data.get("parity", {})
+            if not isinstance(parity, dict):
+                raise SchemaError(f"parity: expected an object, got {type(parity).__name__}")
+            records = {str(fmt): record_from_dict(rec, f"parity.{fmt}") for fmt, rec in parity.items()}
+        except SchemaError as exc:
             raise ModelError(f"{origin}: {exc}") from None
+        except RecursionError:
+            raise ModelError(f"{origin} is nested too deeply to be a manifest") from None
+        manifest = replace(manifest, parity=records, schema_version=SCHEMA_VERSION)
         manifest.validate(origin)
         return manifest
 
     def validate(self, origin: str = "manifest") -> None:
-        """Check values the engine relies on.
+        """Check the values the engine relies on.
 
         Raises:
             ModelError: naming the field and the valid values.
         """
-        if len(self.labels) != 2:
-            raise ModelError(f"{origin}: labels must be two names (negative, positive), got {self.labels!r}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ModelError(f"{origin}: threshold {self.threshold} is outside [0, 1]")
-        spec = self.input
-        if (spec.dtype, spec.layout, spec.channels) != ("uint8", "NHWC", 1):
-            raise ModelError(f"{origin}: input must be uint8 NHWC with 1 channel, got {spec}")
-        if spec.height < 8 or spec.width < 8:
-            raise ModelError(f"{origin}: input size {spec.height}x{spec.width} is below 8x8")
-        for art in self.artifacts:
-            if art.format not in FORMATS:
-                raise ModelError(f"{origin}: artifact {art.file!r} has unknown format {art.format!r}; valid: {', '.join(FORMATS)}")
+        problems = [*_label_problems(self.labels), *_threshold_problems(self.threshold),
+                    *_input_problems(self.input), *(["output.name is empty"] if not self.output.name else []),
+                    *_preprocess_problems(self.preprocessing),
+                    *(p for art in self.artifacts for p in _artifact_problems(art))]
+        if len({a.format for a in self.artifacts}) != len(self.artifacts):
+            problems.append("artifacts: a format is listed twice")
+        if problems:
+            raise ModelError(f"{origin}: " + "; ".join(problems))
 
     def artifact(self, fmt: str) -> Artifact | None:
         """The artifact of format ``fmt``, or None."""
         return next((a for a in self.artifacts if a.format == fmt), None)
 
 
-def _build(cls, data: dict):
-    """Construct dataclass ``cls`` from a dict, recursing into typed fields."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)} in {cls.__name__}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(cls, name, value)
-    return cls(**kwargs)
+def _label_problems(labels: tuple[str, str]) -> list[str]:
+    if any(not name.strip() for name in labels) or labels[0] == labels[1]:
+        return [f"labels must be two different, non-empty names (negative, positive), got {list(labels)!r}"]
+    return []
 
 
-_NESTED = {"input": InputSpec, "output": OutputSpec, "preprocessing": PreprocessSpec}
+def _threshold_problems(threshold: float) -> list[str]:
+    return [] if 0.0 <= threshold <= 1.0 else [f"threshold {threshold} is outside [0, 1]"]
 
 
-def _coerce(cls, name: str, value: Any) -> Any:
-    if cls is Manifest and name in _NESTED:
-        return _build(_NESTED[name], value)
-    if cls is Manifest and name == "artifacts":
-        return tuple(_build(Artifact, a) for a in value)
-    if isinstance(value, list):  # JSON has no tuples
-        return tuple(value)
-    return value
+def _input_problems(spec: InputSpec) -> list[str]:
+    problems = []
+    if (spec.dtype, spec.layout, spec.channels) != ("uint8", "NHWC", 1):
+        problems.append(f"input must be uint8 NHWC with 1 channel, got {spec.dtype} {spec.layout} "
+                        f"with {spec.channels} channel(s)")
+    if not (8 <= spec.height <= 4096 and 8 <= spec.width <= 4096):
+        problems.append(f"input size {spec.height}x{spec.width} is outside 8x8 to 4096x4096")
+    if not spec.name:
+        problems.append("input.name is empty")
+    return problems
 
 
-def read_manifest(path: Path) -> Manifest:
+def _preprocess_problems(spec: PreprocessSpec) -> list[str]:
+    problems = []
+    if not 0.0 < spec.clahe_clip_limit <= 1000.0:
+        problems.append(f"preprocessing.clahe_clip_limit {spec.clahe_clip_limit} must be in (0, 1000]")
+    if not all(1 <= n <= 64 for n in spec.clahe_tile_grid):
+        problems.append(f"preprocessing.clahe_tile_grid {list(spec.clahe_tile_grid)} must be two integers "
+                        f"from 1 to 64")
+    for name in ("resize_down", "resize_up"):
+        if getattr(spec, name) not in RESIZE_MODES:
+            problems.append(f"preprocessing.{name} {getattr(spec, name)!r} is not one of {', '.join(RESIZE_MODES)}")
+    if not 0.0 <= spec.percentile_low < spec.percentile_high <= 100.0:
+        problems.append(f"preprocessing percentiles {spec.percentile_low}, {spec.percentile_high} must satisfy "
+                        f"0 <= low < high <= 100")
+    return problems
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _artifact_problems(art: Artifact) -> list[str]:
+    problems = []
+    if art.format not in FORMATS:
+        problems.append(f"artifact {art.file!r} has unknown format {art.format!r}; valid: {', '.join(FORMATS)}")
+    path = PurePosixPath(art.file)
+    if (not art.file or path.is_absolute() or ".." in path.parts or "\\" in art.file
+            or art.file != art.file.strip() or os.path.isabs(art.file)):
+        problems.append(f"artifact file {art.file!r} must be a plain path inside the bundle folder")
+    if art.sha256 and not _SHA256.match(art.sha256):
+        problems.append(f"artifact {art.file!r}: sha256 {art.sha256[:70]!r} is not 64 lowercase hex digits")
+    if art.bytes < 0:
+        problems.append(f"artifact {art.file!r}: bytes {art.bytes} is negative")
+    return problems
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
     """Read and validate ``manifest.json`` at ``path``.
 
     Raises:
         ModelError: missing, unreadable or invalid.
     """
+    path = Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ModelError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
     return Manifest.from_json(text, origin=str(path))
+
+
+def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
+    """Write ``folder/manifest.json`` atomically (temporary file, then rename); returns its path."""
+    manifest.validate()
+    path = Path(folder) / MANIFEST_NAME
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ._errors import ModelError
-from ._formats import _unknown
+from ._formats import invalid_choice
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class SessionConfig:
     optimization: str = "all"  # basic | extended | all
 
 
-def available() -> list[str]:
+def available_providers() -> list[str]:
     """Names of providers this onnxruntime build offers (cuda may lack a device)."""
     import onnxruntime as ort
 
@@ -60,8 +60,8 @@ def resolve(requested: str) -> list[Provider]:
         ModelError: ``cuda`` asked for but this onnxruntime build has no CUDA.
     """
     if requested not in CHOICES:
-        raise ValueError(_unknown("provider", requested, CHOICES))
-    have = available()
+        raise ValueError(invalid_choice("provider", requested, CHOICES))
+    have = available_providers()
     if requested == "auto":
         return [PROVIDERS[n] for n in ("cuda", "cpu") if n in have]
     if requested not in have:

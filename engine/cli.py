@@ -1,18 +1,114 @@
-"""The ``asinfer`` command line. Bodies stay thin: parse, call the library, render."""
+"""The ``asinfer`` command line. Bodies stay thin: parse, call the library, render.
+
+The engine owns ``predict``, ``info`` and ``formats``. Other packages own
+their commands (``asinfer.trainer.cli``, ``asinfer.benchmarks.cli``); the
+table :data:`COMMANDS` names them, and they are imported only when run, so
+``asinfer --help`` and ``asinfer predict`` never load the trainer. A command
+whose optional dependency is missing says which extra installs it.
+"""
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
+import typer.main
 
 from ._version import __version__
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command that lives in another package, loaded when it runs."""
+
+    module: str  # holds a typer app named ``app`` with this command
+    help: str  # the one-line help shown by ``asinfer --help`` without importing the module
+
+
+#: Commands of other packages, in the order ``asinfer --help`` lists them.
+COMMANDS: dict[str, LazyCommand] = {
+    "synth": LazyCommand("asinfer.trainer.cli", "Write a synthetic phantom dataset (class folders + labels.csv). Not patient data."),
+    "train": LazyCommand("asinfer.trainer.cli", "Train the VGG16 classifier; writes a run directory (needs the train extra)."),
+    "convert": LazyCommand("asinfer.trainer.cli", "Convert a trained model to ONNX and TFLite, parity-checked (needs the train extra)."),
+    "bench": LazyCommand("asinfer.benchmarks.cli", "Benchmark every format side by side: parity, latency, img/s, memory, cold start."),
+}
+
+#: Importable module -> the extra of ``pyproject.toml`` that installs it.
+EXTRAS: dict[str, str] = {
+    "tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "ai_edge_litert": "train",
+    "sklearn": "train", "matplotlib": "train", "sympy": "train", "pytest_benchmark": "dev",
+}
+
+
+def install_hint(exc: ModuleNotFoundError) -> str:
+    """What to install for a missing module, named by the import that failed."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra:
+        return f"{top} is not installed; it comes with the {extra!r} extra: pip install 'asinfer[{extra}]'"
+    return f"{exc.name or exc} is not installed; reinstall asinfer (pip install asinfer) or install {top or 'it'}"
+
+
+class _Group(typer.core.TyperGroup):
+    """Lists :data:`COMMANDS` from the table and imports one only when it is invoked."""
+
+    def __init__(self, **attrs) -> None:
+        super().__init__(**attrs)
+        for name, lazy in COMMANDS.items():
+            self.commands.setdefault(name, _placeholder(name, lazy.help, None))
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] in COMMANDS and getattr(self.commands.get(args[0]), "_asinfer_placeholder", False):
+            self.commands[args[0]] = _load(args[0])
+        return super().resolve_command(ctx, args)
+
+
+def _load(name: str):
+    """The real command ``name`` from its package, its missing dependencies turned into an install hint."""
+    lazy = COMMANDS[name]
+    try:
+        group = typer.main.get_command(importlib.import_module(lazy.module).app)
+    except ModuleNotFoundError as exc:
+        return _placeholder(name, lazy.help, install_hint(exc))
+    command = group.commands[name] if isinstance(group, typer.core.TyperGroup) else group
+    command.callback = _hinting(command.callback)
+    return command
+
+
+def _hinting(callback):
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            typer.echo(f"error: {install_hint(exc)}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+
+    return run
+
+
+def _placeholder(name: str, help_text: str, failure: str | None):
+    """A stand-in: its help line for listings, or (when its package cannot load) the reason."""
+
+    def fail() -> None:
+        typer.echo(f"error: asinfer {name} is unavailable: {failure}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+
+    command = typer.core.TyperCommand(name=name, help=help_text, callback=fail,
+                                      context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                                        "help_option_names": []})
+    command._asinfer_placeholder = failure is None
+    return command
 
 HELP = """Screen sacroiliac-joint / spine MRI slices for axial spondyloarthritis (AS).
 
@@ -38,10 +134,8 @@ Exit codes:
   3  convert: a converted model failed its parity check
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None, cls=_Group,
                   context_settings={"help_option_names": ["-h", "--help"]})
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
 
 
 class OutputFormat(str, Enum):
@@ -128,10 +222,11 @@ def _render(results, clf, fmt: OutputFormat) -> str:
     if fmt is OutputFormat.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["source", "frame", "probability", "label", "error"])
+        writer.writerow(["source", "frame", "probability", "label", "reason", "message"])
         for r in results:
             writer.writerow([r.source, "" if r.frame is None else r.frame,
-                             "" if r.probability is None else f"{r.probability:.6f}", r.label or "", r.error or ""])
+                             "" if r.probability is None else f"{r.probability:.6f}", r.label or "", r.reason or "",
+                             r.message or ""])
         return buf.getvalue()
     return _table(results)
 
@@ -188,17 +283,18 @@ def info(
 ) -> None:
     """Show a model's manifest, its artifacts and their sha256 checks, and the available providers."""
     from asinfer import engine
-    from asinfer.engine import locate
+    from asinfer.engine import bundle
 
     path = model or engine.default_model()
     try:
-        manifest, _ = locate(path)
-        checks = engine.verify(path)
+        manifest, _ = bundle.locate(path)
+        checks = bundle.verify(path)
         providers = engine.available_providers()
     except (engine.ModelError, ValueError, OSError) as exc:
         raise _fail(str(exc))
     if as_json:
-        data = {"path": str(path), "manifest": json.loads(manifest.to_json()), "checks": checks, "providers": providers}
+        data = {"path": str(path), "manifest": json.loads(manifest.to_json()),
+                "checks": {fmt: c.status for fmt, c in checks.items()}, "providers": providers}
         typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(f"model       {manifest.name} {manifest.version}  ({path})")
@@ -210,109 +306,19 @@ def info(
                f"resize {pre.resize_down}/{pre.resize_up}, >8-bit: VOI window else p{pre.percentile_low:g}-p{pre.percentile_high:g}")
     typer.echo("artifacts")
     for a in manifest.artifacts:
-        typer.echo(f"  {a.format:<12} {a.file:<22} {a.bytes:>11,} B  sha256 {a.sha256[:16]}…  {checks.get(a.format, '?')}")
+        check = checks.get(a.format)
+        typer.echo(f"  {a.format:<12} {a.file:<22} {a.bytes:>11,} B  sha256 {a.sha256[:16]}…  "
+                   f"{check.status if check else '?'}")
     typer.echo(f"providers   {', '.join(providers)}")
     for line in _metric_lines(manifest.metrics):
         typer.echo(f"metrics     {line}")
     typer.echo(f"training    {'SYNTHETIC phantoms' if manifest.synthetic_training_data else manifest.training.get('data', '?')}")
     typer.echo(f"notice      {manifest.notice}")
-    if any(v != "ok" and not v.startswith("ok") for v in checks.values()):
+    bad = [c for c in checks.values() if c.status not in (bundle.OK, bundle.UNHASHED)]
+    for c in bad:
+        typer.echo(f"error: {c.message}", err=True)
+    if bad:
         raise typer.Exit(EXIT_USAGE)
-
-
-@app.command()
-def synth(
-    out: Annotated[Path, typer.Argument(help="Output folder.")],
-    patients: Annotated[int, typer.Option(min=1, help="Virtual patients (one series each).")] = 10,
-    slices: Annotated[int, typer.Option(min=1, max=200, help="Slices per series.")] = 12,
-    fmt: Annotated[str, typer.Option("--format", help="png or dicom.")] = "png",
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
-    profile: Annotated[str, typer.Option(help="Scanner profile (contrast, noise, bias).")] = "default",
-    positive_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of ASAS-positive patients.")] = 0.5,
-    size: Annotated[Optional[int], typer.Option(min=64, max=1024, help="Matrix size [default: random 256-512 per patient].")] = None,
-) -> None:
-    """Write a synthetic phantom dataset (class folders + labels.csv). Not patient data."""
-    phantoms = _trainer_module("asinfer.trainer.phantoms")
-    if out.exists() and any(out.iterdir()):
-        raise _fail(f"{out} is not empty; choose a new folder so no stale slices mix with the new ones")
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("phantoms", total=patients)
-        try:
-            summary = phantoms.write_dataset(out, patients=patients, slices=slices, fmt=fmt, seed=seed,
-                                             profile=profile, positive_fraction=positive_fraction, size=size,
-                                             progress=lambda done, total: progress.update(task, completed=done))
-        except ValueError as exc:
-            raise _fail(str(exc))
-    typer.echo(f"wrote {summary.n_slices} slices of {summary.n_patients} synthetic patients to {out} "
-               f"({summary.n_positive_series} ASAS-positive series); labels in {summary.csv_path}")
-
-
-@app.command()
-def train(
-    data: Annotated[Optional[Path], typer.Argument(help="Dataset folder (class folders or labels.csv) or CSV.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("runs/train"),
-    config: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="train_config.json; options below override it.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
-    image_size: Annotated[Optional[int], typer.Option(min=32, max=1024)] = None,
-    weights: Annotated[Optional[str], typer.Option(help="none | imagenet | path to VGG16 notop weights (.h5).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
-    freeze_blocks: Annotated[Optional[int], typer.Option(min=0, max=5, help="VGG16 blocks 1..k frozen.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
-) -> None:
-    """Train the VGG16 classifier; writes model.keras, metrics, curves and a manifest to the run directory."""
-    trainer = _trainer_module("asinfer.trainer.train")
-    cfg = trainer.TrainConfig.load(config) if config else trainer.TrainConfig()
-    overrides = {"data": str(data) if data else None, "epochs": epochs, "image_size": image_size,
-                 "weights": weights, "batch_size": batch_size, "freeze_blocks": freeze_blocks}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    try:
-        manifest = trainer.train(cfg, out, resume=resume, progress=lambda msg: typer.echo(msg, err=True))
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc))
-    test = manifest.metrics.get("test", {})
-    typer.echo(f"wrote {out}: test AUC {test.get('auc')}, accuracy {test.get('accuracy')}, "
-               f"threshold {manifest.threshold:.4f}; next: asinfer convert {out}")
-
-
-@app.command()
-def convert(
-    source: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Run directory from asinfer train.")],
-    formats: Annotated[Optional[str], typer.Option(help="Comma-separated formats [default: all]; see asinfer formats.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(exists=True, help="Dataset for int8 calibration [default: the run's calibration.npz].")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write a bundle with the shipped formats here.")] = None,
-) -> None:
-    """Convert a trained model to ONNX and TFLite (fp32, fp16, int8), parity-checked against Keras.
-
-    Exit code 3 when a converted model falls outside its parity tolerance.
-    """
-    conv = _trainer_module("asinfer.trainer.convert")
-    names = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
-    try:
-        manifest = conv.convert(source, names, out=out, calibration=calibration,
-                                progress=lambda msg: typer.echo(msg, err=True))
-    except conv.ParityError as exc:
-        typer.echo(f"parity check failed: {exc}", err=True)
-        raise typer.Exit(EXIT_PARITY)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc))
-    typer.echo(_parity_table(manifest.parity))
-
-
-def _parity_table(parity: dict) -> str:
-    rows = [f"{'format':<12} {'max|dp|':>10} {'agree':>7} {'AUC':>7} {'dAUC':>8}  passed"]
-    for fmt, p in parity.items():
-        if isinstance(p, dict) and "passed" in p:
-            rows.append(f"{fmt:<12} {_fmt(p.get('max_abs_dp'), '.2e'):>10} {_fmt(p.get('agreement'), '.4f'):>7} "
-                        f"{_fmt(p.get('auc'), '.4f'):>7} {_fmt(p.get('dauc'), '+.4f'):>8}  {p['passed']}")
-    return "\n".join(rows)
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 @app.command()
@@ -323,55 +329,6 @@ def formats() -> None:
     for f in FORMATS.values():
         typer.echo(f"{f.name:<12} {f.runtime:<12} {f.precision:<5} {'engine' if f.engine else '      '} "
                    f"{'shipped' if f.shipped else '       '}  {f.description}")
-
-
-def _trainer_module(name: str):
-    """Import a trainer module, or exit with the install hint."""
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise _fail(f"{name} is unavailable ({exc}); install the trainer: pip install 'asinfer[train]'")
-
-
-@app.command()
-def bench(
-    model: Annotated[Optional[Path], typer.Argument(help="Bundle folder or run directory [default: shipped model, or $ASINFER_MODEL].")] = None,
-    data: Annotated[Optional[Path], typer.Option(exists=True, help="Labelled dataset (folder/CSV) or .npz of preprocessed images+labels [default: generated phantom DICOM test set].")] = None,
-    formats: Annotated[Optional[str], typer.Option(help="Comma-separated formats [default: all]; see asinfer formats.")] = None,
-    batch_sizes: Annotated[Optional[str], typer.Option(help="Comma-separated batch sizes [default: 1,8,32; --quick 1,8].")] = None,
-    rounds: Annotated[Optional[int], typer.Option(min=1, help="Interleaved timing rounds per batch size [default: 7; --quick 3].")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Write a markdown report here, with an img/s bar chart (.png) beside it.")] = None,
-    fail_under: Annotated[Optional[list[str]], typer.Option("--fail-under", help="Speed gate NUM/DEN>=LIMIT on img/s at batch 8 (else the largest batch), e.g. 'onnx-int8/keras>=3.0'; repeatable.")] = None,
-    quick: Annotated[bool, typer.Option(help="Small phantom set, fewer rounds and batch sizes: a smoke run for CI.")] = False,
-) -> None:
-    """Benchmark every format side by side: accuracy parity, latency, img/s, memory, cold start.
-
-    Exit code 1 when an accuracy gate (parity against Keras, always on) or a
-    --fail-under speed gate fails; 2 on usage or model errors.
-
-    Example: asinfer bench models/asinfer-vgg16-phantom --fail-under "onnx-int8/keras>=3.0" --json bench.json
-    """
-    from asinfer import engine
-
-    try:
-        from asinfer.benchmarks import bench as runner
-    except ImportError as exc:
-        raise _fail(f"benchmarks are unavailable ({exc}); install: pip install 'asinfer[train]'")
-    try:
-        config = runner.BenchConfig.from_options(model, data, formats, batch_sizes, rounds, fail_under or (), quick)
-        report = runner.run(config, progress=lambda msg: typer.echo(msg, err=True))
-    except (engine.ModelError, ValueError, FileNotFoundError, ImportError) as exc:
-        raise _fail(str(exc))
-    typer.echo(runner.render_text(report))
-    if json_out is not None:
-        runner.write_json(report, json_out)
-    if markdown is not None:
-        chart = runner.write_markdown(report, markdown)
-        typer.echo(f"wrote {markdown}" + (f" and {chart}" if chart else " (no chart: matplotlib missing)"), err=True)
-    raise typer.Exit(runner.exit_code(report))
 
 
 def main() -> None:

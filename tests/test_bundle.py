@@ -10,26 +10,39 @@ import numpy as np
 import pytest
 
 from asinfer import engine
-from asinfer.engine import Manifest, ModelError
-from asinfer.engine import _providers
+from asinfer.engine import Manifest, ModelError, SessionConfig, bundle
+
+PROVIDERS_MODULE = "asinfer.engine._providers"  # monkeypatch targets: the seams where providers are found
 
 from conftest import SIZE
 
 
 def test_manifest_json_round_trip(tiny_bundle):
-    manifest = engine._manifest.read_manifest(tiny_bundle / "manifest.json")
+    manifest = bundle.read_manifest(tiny_bundle / "manifest.json")
     assert Manifest.from_json(manifest.to_json()) == manifest
-    assert manifest.input.height == SIZE and manifest.schema_version == engine._manifest.SCHEMA_VERSION
+    assert manifest.input.height == SIZE and manifest.schema_version == bundle.SCHEMA_VERSION
     assert {a.format for a in manifest.artifacts} == {"onnx-fp32", "onnx-int8"}
 
 
 @pytest.mark.parametrize("change,message", [
     ({"schema_version": 99}, "schema_version 99"),
     ({"threshold": 1.5}, "threshold 1.5"),
-    ({"labels": ["only one"]}, "labels must be two"),
+    ({"labels": ["only one"]}, r"labels: expected a list of 2"),
+    ({"labels": ["AS", "AS"]}, "labels must be two different"),
+    ({"labels": "ab"}, r"labels: expected a list, got the string 'ab'"),
+    ({"threshold": "0.5"}, r"threshold: expected a number, got the string '0.5'"),
+    ({"threshold": True}, r"threshold: expected a number, got the boolean true"),
+    ({"input": {"height": "224"}}, r"input.height: expected an integer, got the string '224'"),
+    ({"preprocessing": {"clahe_tile_grid": [0, 0]}}, "clahe_tile_grid"),
+    ({"preprocessing": {"clahe_clip_limit": -1}}, "clahe_clip_limit"),
+    ({"preprocessing": {"resize_down": "bicubic"}}, "resize_down 'bicubic' is not one of"),
+    ({"training": {"a": json.loads("[" * 40 + "1" + "]" * 40)}}, "nested deeper"),
+    ({"parity": {"onnx-int8": {"n": "many"}}}, r"parity.onnx-int8"),
     ({"colour": "blue"}, "unknown field"),
     ({"input": {"dtype": "float32"}}, "input must be uint8"),
     ({"artifacts": [{"format": "onnx-int4", "file": "m.onnx", "sha256": "", "bytes": 0}]}, "unknown format"),
+    ({"artifacts": [{"format": "onnx-int8", "file": "../../etc/passwd", "sha256": "", "bytes": 0}]},
+     "must be a plain path inside the bundle folder"),
 ])
 def test_invalid_manifest_is_refused_with_the_reason(tiny_bundle, change, message):
     data = json.loads((tiny_bundle / "manifest.json").read_text())
@@ -63,22 +76,23 @@ def test_sha256_mismatch_is_refused(bundle_copy):
     path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="sha256 mismatch"):
         engine.load(bundle_copy, provider="cpu")
-    assert engine.verify(bundle_copy) == {"onnx-fp32": "ok", "onnx-int8": "sha256 mismatch"}
+    assert {f: c.status for f, c in engine.verify(bundle_copy).items()} == {
+        "onnx-fp32": bundle.OK, "onnx-int8": bundle.MISMATCH}
 
 
 def test_artifact_replaced_while_loading_is_refused(bundle_copy, monkeypatch):
     """The hash is checked before ONNX Runtime reads the file; a swap in between must not slip through."""
     path = bundle_copy / "model.int8.onnx"
-    real = _providers.create_session
+    real = engine.create_session
 
-    def swap_then_load(model, provider, config=_providers.SessionConfig()):
+    def swap_then_load(model, provider, config=SessionConfig()):
         data = bytearray(path.read_bytes())
         data[-1] ^= 0xFF
         path.unlink()
         path.write_bytes(bytes(data))
         return real(model, provider, config)
 
-    monkeypatch.setattr(engine._bundle, "create_session", swap_then_load)
+    monkeypatch.setattr("asinfer.engine._bundle.create_session", swap_then_load)
     with pytest.raises(ModelError, match="changed while it was being loaded"):
         engine.load(bundle_copy, provider="cpu")
 
@@ -125,22 +139,22 @@ def test_unknown_provider_and_artifact_names_suggest_fixes(tiny_bundle):
 
 
 def test_explicit_cuda_without_it_is_a_clear_error(tiny_bundle, monkeypatch):
-    monkeypatch.setattr(_providers, "available", lambda: ["cpu"])
+    monkeypatch.setattr(f"{PROVIDERS_MODULE}.available_providers", lambda: ["cpu"])
     with pytest.raises(ModelError, match=r"provider 'cuda' is not available.*asinfer\[gpu\]"):
         engine.load(tiny_bundle, provider="cuda")
 
 
 def test_auto_falls_back_to_cpu_when_cuda_cannot_start(tiny_bundle, monkeypatch, caplog):
     """A CUDA build without a usable device: auto says so and runs on CPU with the CPU artifact."""
-    monkeypatch.setattr(_providers, "available", lambda: ["cuda", "cpu"])
-    real = _providers.create_session
+    monkeypatch.setattr(f"{PROVIDERS_MODULE}.available_providers", lambda: ["cuda", "cpu"])
+    real = engine.create_session
     tried = []
 
-    def fake(model, provider, config=_providers.SessionConfig()):
+    def fake(model, provider, config=SessionConfig()):
         tried.append(provider.name)
         return None if provider.name == "cuda" else real(model, provider, config)
 
-    monkeypatch.setattr(engine._bundle, "create_session", fake)
+    monkeypatch.setattr("asinfer.engine._bundle.create_session", fake)
     with caplog.at_level("WARNING", logger="asinfer"):
         clf = engine.load(tiny_bundle, provider="auto")
     assert tried == ["cuda", "cpu"]
@@ -156,3 +170,18 @@ def test_bundle_without_a_runnable_artifact(bundle_copy):
     (bundle_copy / "manifest.json").write_text(replace(manifest, artifacts=keep).to_json())
     with pytest.raises(ModelError, match="no runnable artifact.*onnx-fp32"):
         engine.load(bundle_copy, artifact="onnx-fp16")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"input": {"name": "pixels"}}, r"graph inputs \['image'\], manifest input 'pixels'"),
+    ({"output": {"name": "logit"}}, r"graph outputs \['probability'\], manifest output 'logit'"),
+    ({"input": {"height": 64, "width": 64}}, r"has shape \['N', 32, 32, 1\], manifest says \[N, 64, 64, 1\]"),
+])
+def test_manifest_that_does_not_describe_its_graph_is_refused(bundle_copy, change, message):
+    path = bundle_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=message):
+        engine.load(bundle_copy, provider="cpu")

@@ -107,7 +107,7 @@ def test_unexpected_reader_failure_is_reported_not_raised(classifier, monkeypatc
     def boom(*args, **kwargs):
         raise IndexError("decoder bug")
 
-    monkeypatch.setattr(engine._classifier, "read_frames", boom)
+    monkeypatch.setattr("asinfer.engine._slices.read_frames", boom)
     (result,) = classifier.predict(tmp_path / "a.png")
     assert result.reason == "internal" and "IndexError: decoder bug" in result.error
 
@@ -115,5 +115,5 @@ def test_unexpected_reader_failure_is_reported_not_raised(classifier, monkeypatc
 def test_bad_arguments(classifier):
     with pytest.raises(ValueError, match="batch_size"):
         classifier.predict([], batch_size=0)
-    with pytest.raises(TypeError, match="paths or numpy arrays"):
+    with pytest.raises(TypeError, match="paths, numpy arrays or Frames"):
         classifier.predict([42])

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import pytest
@@ -69,7 +70,7 @@ def test_predict_csv_to_file_with_a_failure(inputs, tiny_bundle, tmp_path):
     assert result.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [r["source"].rsplit("/", 1)[-1] for r in rows] == ["IM 0001.dcm", "broken.dcm", "slice two.png"]
-    assert rows[1]["error"] and not rows[1]["probability"] and rows[0]["label"] in ("AS", "no AS")
+    assert rows[1]["reason"] == "no-pixel-data" and rows[1]["message"] and not rows[1]["probability"] and rows[0]["label"] in ("AS", "no AS")
     assert "1 failed" in result.stderr and "Traceback" not in result.output
 
 
@@ -120,10 +121,18 @@ def test_info_flags_a_tampered_bundle(bundle_copy):
 
 
 def test_shipped_model_and_console_script():
-    """The installed `asinfer` script answers, and the default model loads."""
-    out = subprocess.run([sys.executable, "-m", "asinfer.engine", "info", "--json"], capture_output=True, text=True)
+    """The installed `asinfer` console script (not `python -m`) answers, and the default model checks out."""
+    script = Path(sys.executable).parent / ("asinfer.exe" if sys.platform == "win32" else "asinfer")
+    assert script.exists(), f"no console script at {script}: is asinfer installed in this environment?"
+    out = subprocess.run([str(script), "info", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["manifest"]["artifacts"]
+    data = json.loads(out.stdout)
+    assert data["manifest"]["name"] == "asinfer-vgg16-phantom" and set(data["checks"].values()) == {"ok"}
+
+
+def test_python_m_runs_the_same_cli():
+    out = subprocess.run([sys.executable, "-m", "asinfer.engine", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("asinfer ")
 
 
 @pytest.mark.parametrize("fmt", ["png", "dicom"])
@@ -144,3 +153,54 @@ def test_synth_refuses_bad_values_and_non_empty_folders(tmp_path):
     (tmp_path / "c" / "old.png").write_bytes(b"")
     result = invoke("synth", tmp_path / "c", "--patients", 1)
     assert result.exit_code == 2 and "not empty" in result.stderr
+
+
+# --- commands of other packages: listed without importing them, a missing extra named -------------------------
+
+
+def test_help_lists_every_command_without_loading_the_trainer():
+    code = ("import sys\nfrom asinfer.engine.cli import app\n"
+            "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith(('asinfer.trainer', 'asinfer.benchmarks', "
+            "'tensorflow'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for name in ("predict", "info", "formats", "synth", "train", "convert", "bench"):
+        assert f"  {name} " in out, name
+    assert out.strip().endswith("LOADED []")
+
+
+def test_missing_extra_names_the_extra_and_synth_does_not_need_it(tmp_path, monkeypatch):
+    """Without TensorFlow, train says which extra installs it (exit 2, no traceback); synth still works."""
+    for blocked in ("tensorflow", "keras"):
+        monkeypatch.setitem(sys.modules, blocked, None)  # import raises ModuleNotFoundError
+    data = tmp_path / "data"
+    made = invoke("synth", data, "--patients", 2, "--slices", 2, "--size", 64)
+    assert made.exit_code == 0, made.output
+    result = invoke("train", data, "--out", tmp_path / "run", "--image-size", 32, "--epochs", 1)
+    assert result.exit_code == 2, result.output
+    assert "it comes with the 'train' extra: pip install 'asinfer[train]'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_command_whose_package_cannot_load_says_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "asinfer.benchmarks.cli", None)
+    result = invoke("bench", "--quick")
+    assert result.exit_code == 2 and "asinfer bench is unavailable" in result.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"threshold": "0.5"}, "threshold: expected a number, got the string '0.5'"),
+    ({"labels": "ab"}, "labels: expected a list, got the string 'ab'"),
+    ({"input": {"height": "224"}}, "input.height: expected an integer"),
+    ({"preprocessing": {"clahe_tile_grid": [0, 0]}}, "clahe_tile_grid [0, 0] must be two integers"),
+])
+def test_manifest_type_confusion_exits_2_with_the_field_named(bundle_copy, inputs, change, message):
+    path = bundle_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    path.write_text(json.dumps(data))
+    for args in (("predict", inputs, "-m", bundle_copy), ("info", bundle_copy)):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr and "Traceback" not in result.output

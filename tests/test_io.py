@@ -11,8 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from asinfer.engine import InputError, read_frames
-from asinfer.engine._io import image_size, iter_files
+from asinfer.engine import InputError, iter_files, read_frames
 
 from conftest import dicom_file, rng_image
 
@@ -115,11 +114,13 @@ def test_jpeg(tmp_path):
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".tif"])
-def test_header_size_matches_decoder(tmp_path, ext):
+def test_pixel_limit_is_read_from_the_header(tmp_path, ext):
+    """The bomb guard sizes the image from its header: one pixel over the limit is refused, exactly at it decodes."""
     cv2.imwrite(str(tmp_path / f"x{ext}"), rng_image((37, 53)))
-    data = (tmp_path / f"x{ext}").read_bytes()
-    kind = {".png": "png", ".jpg": "jpeg", ".tif": "tiff"}[ext]
-    assert image_size(data, kind) == (53, 37)
+    with pytest.raises(InputError, match="53x37 pixels exceeds the limit of 1960") as info:
+        read_frames(tmp_path / f"x{ext}", max_pixels=37 * 53 - 1)
+    assert info.value.reason == "too-large"
+    assert read_frames(tmp_path / f"x{ext}", max_pixels=37 * 53)[0].pixels.shape == (37, 53)
 
 
 # --- bad input: one clear reason each ------------------------------------------

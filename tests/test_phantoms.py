@@ -184,7 +184,7 @@ def dicom_dir(tmp_path_factory):
 
 
 def _labels(n, seed):
-    from asinfer.trainer.phantoms._dataset import series_labels
+    from asinfer.trainer.phantoms import series_labels
 
     return series_labels(n, 0.5, seed)
 

@@ -108,11 +108,16 @@ def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
 def test_imagenet_offline_says_how_to_supply_the_file(tmp_path, monkeypatch):
     from asinfer.trainer.model import build_model
 
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras home"))
     with pytest.raises(FileNotFoundError, match="--weights none"):
         build_model(32, weights="imagenet")
-    result = runner.invoke(app, ["train", str(tmp_path), "--weights", "imagenet", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2
+    from asinfer.trainer.phantoms import write_dataset
+
+    write_dataset(tmp_path / "data", patients=4, slices=2, size=64, seed=1)  # a valid dataset: only the weights fail
+    result = runner.invoke(app, ["train", str(tmp_path / "data"), "--weights", "imagenet", "--image-size", "32",
+                                 "--epochs", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "--weights none" in result.stderr and "Traceback" not in result.output
 
 
 def test_local_weights_file_is_loaded(tmp_path):

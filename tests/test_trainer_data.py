@@ -58,13 +58,43 @@ def test_unknown_label_names_the_valid_ones():
         parse_label("maybe")
 
 
-def test_images_are_the_engines_preprocessing_and_cached(csv_dataset, tmp_path):
+def test_images_are_the_engines_preprocessing(csv_dataset):
     records = read_index(csv_dataset)[:4]
     (csv_dataset / "negative" / "P0000_s00.png").write_bytes(b"broken")
-    images, labels, failures = load_images(records, 32, cache_dir=tmp_path / "cache")
-    assert images.shape == (3, 32, 32, 1) and len(labels) == 3 and len(failures) == 1
+    images, labels, failures = load_images(records, 32)
+    assert images.shape == (3, 32, 32, 1) and list(labels) == [r.label for r in records[1:]]
+    assert len(failures) == 1 and "P0000_s00.png" in failures[0] and ": not-an-image: " in failures[0]
     expected = Preprocessor(size=(32, 32), threads=1)([cv2.imread(str(records[1].path), cv2.IMREAD_UNCHANGED)])
     np.testing.assert_array_equal(images[0], expected[0])
-    again = load_images(records, 32, cache_dir=tmp_path / "cache")
+
+
+def test_cache_is_read_back_and_refreshed_when_a_file_changes(csv_dataset, tmp_path, monkeypatch):
+    records = read_index(csv_dataset)[:4]
+    images, labels, _ = load_images(records, 32, cache_dir=tmp_path / "cache")
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the cache was not used: the files were read again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("asinfer.trainer.data.load_slices", no_reading)
+        again = load_images(records, 32, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(again[0], images)
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    np.testing.assert_array_equal(again[1], labels)
+    cv2.imwrite(str(records[0].path), rng_image((40, 40), np.uint16, seed=999))  # same size, new content
+    changed = load_images(records, 32, cache_dir=tmp_path / "cache")
+    assert not np.array_equal(changed[0][0], images[0])
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_synthetic_marker_is_read_from_dataset_json(tmp_path, csv_dataset):
+    from asinfer.trainer.data import read_dataset_info
+    from asinfer.trainer.phantoms import write_dataset
+
+    write_dataset(tmp_path / "phantoms", patients=1, slices=1, size=64)
+    assert read_dataset_info(tmp_path / "phantoms")["synthetic"] is True
+    assert read_dataset_info(tmp_path / "phantoms" / "labels.csv")["synthetic"] is True  # a CSV: its folder
+    (csv_dataset / "README.txt").write_text("SYNTHETIC? no: a README mentioning the word marks nothing\n")
+    assert read_dataset_info(csv_dataset) == {}
+    (csv_dataset / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        read_dataset_info(csv_dataset)

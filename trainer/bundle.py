@@ -6,8 +6,8 @@ import datetime as _dt
 from dataclasses import replace
 from pathlib import Path
 
-from asinfer.engine import FORMATS, METADATA_KEY, Artifact, Manifest, make_artifact
-from asinfer.engine._manifest import MANIFEST_NAME
+from asinfer.engine import FORMATS
+from asinfer.engine.bundle import METADATA_KEY, Artifact, Manifest, make_artifact, write_manifest
 
 
 def write_bundle(folder: Path, manifest: Manifest, files: dict[str, str]) -> Manifest:
@@ -35,7 +35,7 @@ def write_bundle(folder: Path, manifest: Manifest, files: dict[str, str]) -> Man
         if name.endswith(".onnx"):
             embed_manifest(folder / name, replace(manifest, artifacts=(Artifact(fmt, name, "", 0),)))
     final = replace(manifest, artifacts=tuple(make_artifact(folder, name, fmt) for fmt, name in files.items()))
-    (folder / MANIFEST_NAME).write_text(final.to_json(), encoding="utf-8")
+    write_manifest(folder, final)
     return final
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from asinfer.engine._manifest import read_manifest
+from asinfer.engine.bundle import Manifest, ParityRecord, read_manifest
 
 
 def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
@@ -41,19 +41,8 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
         f"| {test.get('accuracy')} | {test.get('auc')} | {test.get('precision')} | {test.get('recall')} | "
         f"{test.get('f1')} | {test.get('specificity')} | {cm.get('tn')} | {cm.get('fp')} | {cm.get('fn')} | {cm.get('tp')} |",
         "",
-        "## Artifacts and parity with Keras (held-out slices)",
-        "| format | file | MB | max abs dp | label agreement | AUC | dAUC | passed |",
-        "|---|---|---|---|---|---|---|---|",
+        *_parity_section(m),
     ]
-    files = {a.format: a for a in m.artifacts}
-    for fmt, p in m.parity.items():
-        if not isinstance(p, dict) or "passed" not in p:
-            continue
-        art = files.get(fmt)
-        lines.append(f"| {fmt} | {art.file if art else '(not shipped)'} | {art.bytes / 1e6:.1f} |"
-                     if art else f"| {fmt} | (not shipped; reproducible) | |")
-        lines[-1] += f" {_num(p.get('max_abs_dp'))} | {_num(p.get('agreement'))} | {_num(p.get('auc'))} | " \
-                     f"{_num(p.get('dauc'))} | {p.get('passed')} |"
     lines += [
         "",
         "## Reproduce",
@@ -71,6 +60,59 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
     path = bundle / "MODEL_CARD.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+# What each parity data file holds (the record's settings name the file).
+_PARITY_DATA = {"parity.npz": "training slices not calibrated on, validation and test; at most 1,000",
+                "holdout.npz": "the test split, in runs older than parity.npz"}
+
+
+def _parity_section(m: Manifest) -> list[str]:
+    """The artifacts and each format's parity record: numbers, 95 % intervals and verdict."""
+    sources = sorted({str(p.settings.get("parity_data", "holdout.npz")) for p in m.parity.values()})
+    lines = [
+        "## Artifacts and parity with Keras",
+        "Parity is measured against the Keras model on slices not used for int8 calibration ("
+        + "; ".join(f"{s}: {_PARITY_DATA.get(s, 'as recorded')}" for s in sources) + "). A limit fails only "
+        "when the value is outside it and its 95 % interval (Wilson for agreement, paired bootstrap for dAUC) "
+        "lies wholly outside too; otherwise it passes as *within noise*.",
+        "",
+        "| format | file | MB | n | max abs dp | label agreement (95 %) | AUC | dAUC (95 %) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    files = {a.format: a for a in m.artifacts}
+    for fmt, p in m.parity.items():
+        lines.append(f"| {fmt} | {_file_cells(files.get(fmt), p)} | {p.n} | {_num(p.max_abs_dp)} | "
+                     f"{_with_interval(p.agreement, p.agreement_interval)} | {_num(p.auc)} | "
+                     f"{_with_interval(p.dauc, p.dauc_interval)} | {verdict_text(p)} |")
+    return lines
+
+
+def _file_cells(art, record: ParityRecord) -> str:
+    """The file and MB cells: the artifact, or why there is none."""
+    if art is not None:
+        return f"{art.file} | {art.bytes / 1e6:.1f}"
+    return "(not written: failed parity) |" if record.passed is False else "(not shipped; reproducible) |"
+
+
+def verdict_text(record: ParityRecord) -> str:
+    """``passed``, ``passed (within noise: agreement)``, ``FAILS: abs_dauc`` or ``not judged``."""
+    if record.verdict is None:
+        return "not judged"
+    if not record.verdict.passed:
+        return "FAILS: " + ", ".join(c.name for c in record.verdict.checks if not c.passed)
+    noisy = [c.name for c in record.verdict.checks if c.outcome == "within noise"]
+    return f"passed (within noise: {', '.join(noisy)})" if noisy else "passed"
+
+
+def interval_text(interval: tuple[float, float] | None, spec: str = ".4f") -> str:
+    """``[low, high]``, or empty when there is none."""
+    return "" if interval is None else f"[{format(interval[0], spec)}, {format(interval[1], spec)}]"
+
+
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    """A value and its 95 % interval in one cell."""
+    return f"{_num(value)} {interval_text(interval)}".strip()
 
 
 def _recipe(cfg: dict) -> str:

@@ -6,6 +6,10 @@ Layouts read:
     ``asinfer synth`` writes; a folder holding ``labels.csv`` uses it;
   * one sub-folder per class (``negative/`` and ``positive/``, or other
     recognised names), files anywhere below, DICOM found by content.
+
+A ``dataset.json`` beside the data (``asinfer synth`` writes one) describes
+it; ``{"synthetic": true}`` marks phantoms, and every model trained on them
+says so in its manifest and card.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from asinfer.engine import InputError, Preprocessor, PreprocessSpec, read_frames
-from asinfer.engine._io import iter_files
+from asinfer.engine import Preprocessor, PreprocessSpec, iter_files, load_slices
 
 log = logging.getLogger("asinfer.trainer")
+
+DATASET_INFO = "dataset.json"
 
 POSITIVE_NAMES = {"1", "positive", "pos", "as", "axspa", "sacroiliitis", "yes", "true", "abnormal"}
 NEGATIVE_NAMES = {"0", "negative", "neg", "no_as", "no-as", "noas", "normal", "no", "false", "healthy"}
@@ -80,6 +85,25 @@ def read_index(source: Path) -> list[Record]:
     return _read_class_folders(source)
 
 
+def read_dataset_info(source: Path) -> dict:
+    """The ``dataset.json`` of a dataset folder (or of a CSV's folder); empty when there is none.
+
+    Raises:
+        ValueError: the file exists but is not a JSON object.
+    """
+    source = Path(source)
+    path = (source if source.is_dir() else source.parent) / DATASET_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(info).__name__}")
+    return info
+
+
 def _read_csv(path: Path) -> list[Record]:
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
@@ -132,35 +156,31 @@ def split_by_patient(records: list[Record], val: float = 0.15, test: float = 0.1
 
 def load_images(records: list[Record], size: int, spec: PreprocessSpec = PreprocessSpec(),
                 cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Preprocess every record once with the engine (the one preprocessing definition).
+    """Preprocess every record once with the engine's read-and-preprocess path (``load_slices``).
 
     Returns:
         ``(images uint8 [N, size, size, 1], labels int [N], failures)``; multi-frame
-        files contribute one image per frame; unreadable files are listed in
-        ``failures`` and skipped.
+        files contribute one image per frame; slices that cannot be read are
+        left out and listed in ``failures`` as ``"path (frame F): reason: message"``.
     """
     key = _cache_key(records, size, spec)
     cached = Path(cache_dir) / f"preprocessed-{key}.npz" if cache_dir else None
     if cached and cached.exists():
         with np.load(cached, allow_pickle=False) as data:
             return data["images"], data["labels"], list(data["failures"])
-    pre = Preprocessor(spec, (size, size))
-    results = list(pre.map(lambda r: _load_one(pre, r), records))
-    images = [img for imgs, _ in results for img in imgs]
-    labels = [r.label for r, (imgs, _) in zip(records, results) for _ in imgs]
-    failures = [f for _, f in results if f]
+    images, labels, failures = [], [], []
+    for s in load_slices([r.path for r in records], Preprocessor(spec, (size, size))):
+        if s.ok:
+            images.append(s.image)
+            labels.append(records[s.input_index].label)
+        else:
+            where = s.source if s.frame is None else f"{s.source} (frame {s.frame})"
+            failures.append(f"{where}: {s.reason}: {s.message}")
     batch = np.stack(images)[..., None] if images else np.zeros((0, size, size, 1), np.uint8)
     if cached:
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cached, images=batch, labels=np.array(labels, np.int8), failures=np.array(failures, dtype=str))
     return batch, np.array(labels, np.int8), failures
-
-
-def _load_one(pre: Preprocessor, record: Record) -> tuple[list[np.ndarray], str]:
-    try:
-        return [pre.one(f) for f in read_frames(record.path)], ""
-    except InputError as exc:
-        return [], f"{record.path}: {exc}"
 
 
 def _cache_key(records: list[Record], size: int, spec: PreprocessSpec) -> str:

@@ -47,11 +47,15 @@ def main(argv: list[str] | None = None) -> None:
     from .convert import convert
 
     started = time.time()  # training time (all sessions of the run) is in the manifest
-    convert(args.run, out=args.out, progress=lambda m: logging.info(m))
+    result = convert(args.run, out=args.out, progress=lambda m: logging.info(m))
     from .card import write_card
 
     write_card(args.out, total_wall_s=manifest.training["wall_time_s"] + time.time() - started)
     logging.info("wrote %s", args.out)
+    for problem in result.problems():  # the card and the passing formats are written; the failures are in its table
+        logging.error("%s", problem)
+    if result.failed:
+        raise SystemExit(3)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Run directory (what ``asinfer.trainer.convert`` reads):
     manifest.json      engine manifest; artifacts = [keras]; metrics, threshold, config
     model.keras        the best model (validation AUC)
     holdout.npz        test split, preprocessed: images uint8 [N,S,S,1], labels
-    calibration.npz    a few hundred preprocessed training slices (int8 calibration)
+    calibration.npz    preprocessed training slices for int8 calibration (at most half the training set)
+    parity.npz         every other preprocessed slice (training slices not calibrated on, validation,
+                       test; at most PARITY_CAP): images, labels, split; conversion parity is judged on it
     train_config.json  the config that reproduces the run
     history.csv, roc.png, curves.png, checkpoints/last.keras (resume)
 """
@@ -16,18 +18,19 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from asinfer.engine import InputSpec, Manifest, PreprocessSpec
-from asinfer.engine._manifest import read_manifest
+from asinfer.engine.bundle import read_manifest
 
-from .data import load_images, read_index, split_by_patient
+from .data import load_images, read_dataset_info, read_index, split_by_patient
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PARITY_CAP = 1000  # slices for conversion parity: enough for a steady agreement and ΔAUC, cheap to run
 log = logging.getLogger("asinfer.trainer")
 
 
@@ -76,6 +79,10 @@ class TrainConfig:
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
+    def override(self, **values: Any) -> "TrainConfig":
+        """A copy with the given fields replaced; None leaves a field as it is (unset command-line options)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
     @property
     def uses_batch_norm(self) -> bool:
         """``batch_norm`` with its default resolved: on from scratch, off with pretrained weights."""
@@ -117,7 +124,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
     model, history = _fit(config, splits, out, resume, say, clock, warm)
     say("evaluating on validation (threshold) and test")
     metrics, threshold, p_test = _evaluate(model, splits, config)
-    _save_holdout(out, splits, config)
+    _save_conversion_data(out, splits, config)
     _plots(out, history, splits["test"][1], p_test)
     model.save(out / "model.keras")
     wall = clock.save()
@@ -316,13 +323,29 @@ def _predict(model, images: np.ndarray) -> np.ndarray:
     return model.predict(images, batch_size=32, verbose=0).reshape(-1)
 
 
-def _save_holdout(out: Path, splits, config: TrainConfig) -> None:
+def _save_conversion_data(out: Path, splits, config: TrainConfig) -> None:
+    """holdout.npz (test), calibration.npz and parity.npz: what the converter reads (module docstring).
+
+    Conversion fidelity does not need held-out data, only slices the
+    quantiser did not calibrate on; so calibration takes at most half of the
+    training slices and parity gets everything else, up to PARITY_CAP.
+    """
     images, labels = splits["test"]
     np.savez(out / "holdout.npz", images=images, labels=labels.astype(np.int8))
-    train_images = splits["train"][0]
+    train_images, train_labels = splits["train"]
     rng = np.random.default_rng(config.seed)
-    pick = rng.permutation(len(train_images))[: config.calibration_images]
-    np.savez(out / "calibration.npz", images=train_images[np.sort(pick)])
+    order = rng.permutation(len(train_images))
+    n_cal = min(config.calibration_images, max(1, len(train_images) // 2))
+    calibrate, rest = np.sort(order[:n_cal]), np.sort(order[n_cal:])
+    np.savez(out / "calibration.npz", images=train_images[calibrate])
+    pool = [(train_images[rest], train_labels[rest], "train"), (*splits["val"], "validation"), (*splits["test"], "test")]
+    images = np.concatenate([p[0] for p in pool])
+    labels = np.concatenate([p[1] for p in pool]).astype(np.int8)
+    split = np.concatenate([np.full(len(p[0]), p[2]) for p in pool])
+    if len(images) > PARITY_CAP:
+        keep = np.sort(rng.choice(len(images), PARITY_CAP, replace=False))
+        images, labels, split = images[keep], labels[keep], split[keep]
+    np.savez(out / "parity.npz", images=images, labels=labels, split=split)
 
 
 def _plots(out: Path, history: dict, labels: np.ndarray, probs: np.ndarray) -> None:
@@ -389,8 +412,7 @@ def _describe(config: TrainConfig) -> str:
 
 
 def _is_synthetic(data: Path) -> bool:
-    note = (data if data.is_dir() else data.parent) / "README.txt"
-    return note.exists() and "SYNTHETIC" in note.read_text(errors="replace").upper()
+    return bool(read_dataset_info(data).get("synthetic"))
 
 
 def _tool_versions() -> dict[str, str]:

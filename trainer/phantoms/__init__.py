@@ -11,6 +11,7 @@ Example:
     (1, dtype('uint16'))
 """
 from ._dataset import DatasetSummary as DatasetSummary
+from ._dataset import series_labels as series_labels
 from ._dataset import write_dataset as write_dataset
 from ._lesions import Lesion as Lesion
 from ._lesions import meets_asas as meets_asas
@@ -20,4 +21,4 @@ from ._series import Series as Series
 from ._series import generate_series as generate_series
 
 __all__ = ["PROFILES", "DatasetSummary", "Lesion", "ScannerProfile", "Series", "generate_series", "meets_asas",
-           "write_dataset"]
+           "series_labels", "write_dataset"]

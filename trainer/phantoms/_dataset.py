@@ -4,6 +4,7 @@
     OUT/positive/P0003_s07.png     slices with an oedema lesion
     OUT/labels.csv                 path,label,patient_id,slice_index,series_label
     OUT/README.txt                 says the data is synthetic
+    OUT/dataset.json               the same for programs: {"synthetic": true, "generator": ..., settings}
 
 Labels are per slice; series_label is the ASAS-positive truth of the patient.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,8 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
             progress(i + 1, patients)
     csv_path = _write_csv(out, rows)
     _write_readme(out, fmt, seed, prof.name)
+    _write_info(out, fmt=fmt, seed=seed, profile=prof.name, patients=patients, slices=slices,
+                positive_fraction=positive_fraction, size=size)
     return DatasetSummary(out, csv_path, fmt, prof.name, seed, patients, len(rows), pos_slices, int(labels.sum()))
 
 
@@ -132,6 +136,12 @@ def _write_csv(out: Path, rows: list[tuple]) -> Path:
         writer.writerow(CSV_HEADER)
         writer.writerows(rows)
     return path
+
+
+def _write_info(out: Path, **settings) -> None:
+    """dataset.json: what the trainer reads to mark a model as trained on synthetic data."""
+    info = {"synthetic": True, "generator": "asinfer.trainer.phantoms", "note": SYNTHETIC_NOTE, **settings}
+    (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_readme(out: Path, fmt: str, seed: int, profile: str) -> None:

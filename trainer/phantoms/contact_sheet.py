@@ -1,36 +1,47 @@
-"""Contact sheet of phantom slices: raw, after CLAHE, and with lesion outlines.
+"""Contact sheet of phantom slices: 8-bit display, model input, and model input with lesion outlines.
 
 Run: ``python -m asinfer.trainer.phantoms.contact_sheet docs/phantoms_contact_sheet.png``.
-Tiles are 224x224, the classifier's input size, so what you see is what the
-model gets. Positives (left block) carry red lesion outlines; negatives (right
-block) are captioned with the mimics drawn on that slice. SYNTHETIC data.
+Each slice is written as the DICOM file ``asinfer synth --format dicom``
+writes and read back through the engine's one read-and-preprocess path
+(``asinfer.engine.load_slices``, with the default preprocessing at 224x224),
+so the middle tile of each triple is exactly what the model gets; the first
+is the engine's 8-bit mapping (VOI window) before CLAHE. Positives (left
+block) carry red lesion outlines; negatives (right block) are captioned with
+the mimics drawn on that slice. SYNTHETIC data.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from asinfer.engine import Preprocessor, load_slices, read_frames, to_uint8
+
+from ._dicom import write_dicom_slice
+from ._profiles import get_profile
 from ._series import Series, generate_series
 
 TILE = 224
-_CLAHE = dict(clipLimit=2.0, tileGridSize=(8, 8))
 _PROFILES = ("default", "low-field", "high-snr", "vendor-b")
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Robust per-slice min-max of 12-bit values to uint8."""
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    return np.clip((img.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255).astype(np.uint8)
+def model_view(series: Series, i: int, pre: Preprocessor) -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit display before CLAHE, model input) of slice ``i``, read from its DICOM file by the engine."""
+    with tempfile.TemporaryDirectory(prefix="asinfer-sheet-") as tmp:
+        path = Path(tmp) / "slice.dcm"
+        write_dicom_slice(path, series, i, field_t=get_profile(series.profile).field_strength_t)
+        (item,) = load_slices(path, pre)
+        if not item.ok:
+            raise RuntimeError(f"the engine could not read a phantom slice: {item.reason}: {item.message}")
+        display = to_uint8(read_frames(path)[0], pre.spec)
+    return cv2.resize(display, (TILE, TILE), interpolation=cv2.INTER_AREA), item.image
 
 
-def _tiles(series: Series, i: int) -> list[np.ndarray]:
-    raw = to_uint8(series.images[i])
-    clahe = cv2.createCLAHE(**_CLAHE).apply(raw)
-    small = [cv2.resize(x, (TILE, TILE), interpolation=cv2.INTER_AREA) for x in (raw, clahe)]
-    tiles = [cv2.cvtColor(x, cv2.COLOR_GRAY2BGR) for x in small]
+def _tiles(series: Series, i: int, pre: Preprocessor) -> list[np.ndarray]:
+    tiles = [cv2.cvtColor(x, cv2.COLOR_GRAY2BGR) for x in model_view(series, i, pre)]
     outlined = tiles[1].copy()
     mask = cv2.resize(series.masks[i].astype(np.uint8), (TILE, TILE), interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -52,10 +63,12 @@ def _pick(positive: bool, row: int, seed: int) -> tuple[Series, int]:
 
 
 def contact_sheet(rows: int = 4, seed: int = 0) -> np.ndarray:
-    """BGR uint8 sheet: per row, a positive and a negative slice, each raw | CLAHE | outlined."""
-    body = [np.hstack(_tiles(*_pick(True, r, seed)) + _tiles(*_pick(False, r, seed))) for r in range(rows)]
+    """BGR uint8 sheet: per row, a positive and a negative slice, each 8-bit | model input | outlined."""
+    pre = Preprocessor(size=(TILE, TILE), threads=1)
+    body = [np.hstack(_tiles(*_pick(True, r, seed), pre) + _tiles(*_pick(False, r, seed), pre))
+            for r in range(rows)]
     header = np.zeros((26, body[0].shape[1], 3), np.uint8)
-    text = ("SYNTHETIC PHANTOM - not patient data | left: ASAS-positive (raw, CLAHE, CLAHE+lesion outline) "
+    text = ("SYNTHETIC PHANTOM - not patient data | left: ASAS-positive (8-bit, model input, + lesion outline) "
             "| right: negative with mimics")
     cv2.putText(header, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return np.vstack([header, *body])

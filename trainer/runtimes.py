@@ -4,8 +4,9 @@
     probs = runner(batch)            # uint8 [N, H, W, 1] -> float32 [N]
 
 Keys are the ``runtime`` names of :data:`asinfer.engine.FORMATS`; every format runs
-through the runner of its runtime. Each runtime's package is imported only
-when a model of that runtime is loaded.
+through the runner of its runtime. The converter checks parity with these
+runners and ``asinfer bench`` times them: both measure the same code. Each
+runtime's package is imported only when a model of that runtime is loaded.
 """
 
 from __future__ import annotations
@@ -37,18 +38,27 @@ class Runtime:
         return None
 
 
-class _Keras:
+def limit_tensorflow_threads(threads: int) -> None:
+    """Size TensorFlow's thread pools as every runner here is sized: ``threads`` intra-op, one inter-op.
+
+    Only possible before TensorFlow starts its pools (the first model built or
+    loaded in the process); afterwards the pools already set are kept.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already running in this process
+        pass
+
+
+class KerasRunner:
     """Keras on TensorFlow, the prototype's runtime and the parity reference."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
-
-        try:  # only possible before TensorFlow starts its thread pools
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass
+        limit_tensorflow_threads(threads)
         import keras
 
         self.model = keras.models.load_model(path, compile=False)
@@ -57,13 +67,13 @@ class _Keras:
         return np.asarray(self.model.predict_on_batch(batch), np.float32).reshape(-1)
 
 
-class _OnnxRuntime:
-    """ONNX Runtime on CPU with exactly the engine's session settings."""
+class OnnxRuntimeRunner:
+    """ONNX Runtime on CPU with exactly the engine's session settings, reading the file by path as the engine does."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        from asinfer.engine._providers import PROVIDERS, SessionConfig, create_session
+        from asinfer.engine import PROVIDERS, SessionConfig, create_session
 
-        self.session = create_session(Path(path).read_bytes(), PROVIDERS["cpu"], SessionConfig(threads=threads))
+        self.session = create_session(str(path), PROVIDERS["cpu"], SessionConfig(threads=threads))
         self.input = self.session.get_inputs()[0].name
         self.output = self.session.get_outputs()[0].name
 
@@ -71,7 +81,7 @@ class _OnnxRuntime:
         return self.session.run([self.output], {self.input: batch})[0].reshape(-1)
 
 
-class _LiteRT:
+class LiteRTRunner:
     """LiteRT interpreter (XNNPACK on CPU), its input resized when the batch size changes."""
 
     def __init__(self, path: Path, threads: int) -> None:
@@ -95,11 +105,29 @@ class _LiteRT:
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
-        Runtime("keras", "tensorflow", "pip install 'asinfer[train]'", _Keras),
-        Runtime("onnxruntime", "onnxruntime", "pip install asinfer", _OnnxRuntime),
-        Runtime("litert", "ai_edge_litert", "pip install ai-edge-litert (or 'asinfer[train]')", _LiteRT),
+        Runtime("keras", "tensorflow", "pip install 'asinfer[train]'", KerasRunner),
+        Runtime("onnxruntime", "onnxruntime", "pip install asinfer", OnnxRuntimeRunner),
+        Runtime("litert", "ai_edge_litert", "pip install ai-edge-litert (or 'asinfer[train]')", LiteRTRunner),
     )
 }
+
+
+def load_runner(runtime: str, path: Path, threads: int | None = None) -> Predict:
+    """The runner of ``runtime`` (a key of :data:`RUNTIMES`) for the model file ``path``.
+
+    Raises:
+        ValueError: unknown runtime.
+        ModuleNotFoundError: the runtime's package is not installed (the message says how to get it).
+    """
+    if runtime not in RUNTIMES:
+        from asinfer.engine import invalid_choice
+
+        raise ValueError(invalid_choice("runtime", runtime, RUNTIMES))
+    entry = RUNTIMES[runtime]
+    why = entry.missing()
+    if why:
+        raise ModuleNotFoundError(why, name=entry.module)
+    return entry.load(Path(path), threads or os.cpu_count() or 1)
 
 
 def predict_all(predict: Predict, images: np.ndarray, batch: int = 32) -> np.ndarray:
