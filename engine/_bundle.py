@@ -11,6 +11,7 @@ from pathlib import Path
 from ._classifier import Classifier
 from ._errors import ModelError
 from ._formats import FORMATS, get_format
+from ._io import MAX_BYTES, MAX_PIXELS
 from ._manifest import MANIFEST_NAME, METADATA_KEY, Artifact, Manifest, read_manifest
 from ._providers import SessionConfig, create_session, resolve
 
@@ -27,7 +28,8 @@ def default_model() -> Path:
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact: str | None = None,
-         threshold: float | None = None, threads: int | None = None) -> Classifier:
+         threshold: float | None = None, threads: int | None = None, *, sha256: str | None = None,
+         max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> Classifier:
     """Load a model bundle (or a lone ``.onnx`` carrying its manifest).
 
     Args:
@@ -38,13 +40,20 @@ def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact
             provider's preference (int8 on CPU, fp16 on CUDA).
         threshold: decision threshold; default the manifest's.
         threads: CPU threads for inference and preprocessing; default all cores.
+        sha256: pin the artifact file: it must have this hex digest. A lone
+            ``.onnx`` carries no recorded hash, so this is how it is verified.
+        max_pixels: refuse input files holding more pixels than this.
+        max_bytes: refuse input files decoding to more bytes than this.
 
     Returns:
         A ready :class:`Classifier` (warmed up).
 
     Raises:
-        ModelError: missing or invalid bundle, a sha256 mismatch, no runnable
-            artifact, or an explicit provider that cannot start.
+        ModelError: missing or invalid bundle, a sha256 mismatch, a
+            manifest.json whose result-deciding fields differ from the copy
+            embedded in the verified artifact, a graph that does not match
+            the manifest, no runnable artifact, or an explicit provider that
+            cannot start.
         ValueError: unknown provider or artifact name.
 
     Example:
@@ -56,16 +65,23 @@ def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact
     if artifact is not None and not get_format(artifact).engine:
         runnable = [f.name for f in FORMATS.values() if f.engine]
         raise ValueError(f"artifact {artifact!r} is not run by the engine; choose one of {', '.join(runnable)}")
+    if sha256 is not None and path.suffix == ".onnx" and path.is_file():
+        _pinned(path, Artifact("onnx-fp32", path.name, "", 0), sha256)  # before its metadata is trusted
     manifest, folder = locate(path)
     config = SessionConfig(threads=threads)
     for prov in resolve(provider):
         art = choose_artifact(manifest, prov.formats, artifact)
         if art is None:
             continue
-        file = folder / art.file if folder is not None else path
-        stamp = _verified(folder, art) if folder is not None else None
+        if folder is None:  # a lone file: verified only when pinned
+            file, art = path, _pinned(path, art, sha256)
+            stamp = _stamp(file)
+        else:
+            file = folder / art.file
+            stamp = _verified(folder, art)
+            _pinned(file, art, sha256)
         session = create_session(str(file), prov, config)
-        if stamp is not None and _stamp(file) != stamp:
+        if _stamp(file) != stamp:
             raise ModelError(f"{file} changed while it was being loaded; load it again")
         if session is None:
             log.warning("provider %s could not start; trying the next one", prov.name)
@@ -73,11 +89,60 @@ def load(path: str | os.PathLike | None = None, provider: str = "auto", artifact
                 raise ModelError(f"provider {prov.name!r} could not start (no device, or its libraries are missing): {prov.install}")
             continue
         check_graph(session, manifest, str(file))
+        if folder is not None:
+            check_embedded(session, manifest, str(file))
         log.info("using provider %s, artifact %s", prov.name, art.format)
-        return Classifier(manifest, session, art, prov.name, threshold, threads)
+        return Classifier(manifest, session, art, prov.name, threshold, threads, max_pixels, max_bytes)
     have = ", ".join(a.format for a in manifest.artifacts) or "none"
     raise ModelError(f"no runnable artifact in {path} for provider {provider!r} "
                      f"(artifact={artifact!r}); the bundle has: {have}")
+
+
+def _pinned(file: Path, art: Artifact, sha256: str | None) -> Artifact:
+    """``art`` with its digest, when ``sha256`` pins the file; a mismatch is refused."""
+    if sha256 is None:
+        return art
+    try:
+        digest = sha256_file(file)
+    except OSError as exc:
+        raise ModelError(f"artifact {file} cannot be read: {exc.strerror or exc}") from None
+    if digest != sha256.strip().lower():
+        raise ModelError(f"sha256 mismatch for {file}: pinned {sha256[:16]}..., file is {digest[:16]}...; "
+                         f"refusing to load a modified artifact")
+    return replace(art, sha256=digest, bytes=file.stat().st_size)
+
+
+#: Manifest fields that change what a prediction says: manifest.json must agree with the artifact's copy.
+RESULT_FIELDS = ("labels", "threshold", "input", "output", "preprocessing")
+
+
+def check_embedded(session, manifest: Manifest, origin: str) -> None:
+    """manifest.json against the manifest embedded in the (hash-verified) artifact, for :data:`RESULT_FIELDS`.
+
+    The artifact's bytes are covered by its sha256; manifest.json is not. So
+    the result-deciding fields are compared with the artifact's own copy: an
+    edited threshold or swapped labels are refused, not obeyed. Artifacts
+    without an embedded manifest (not written by asinfer) are not compared.
+
+    Raises:
+        ModelError: naming the field that differs.
+    """
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if text is None:
+        log.debug("%s carries no embedded manifest; manifest.json is taken as it is", origin)
+        return
+    embedded = Manifest.from_json(text, origin=f"{origin} metadata")
+    for name in RESULT_FIELDS:
+        ours, theirs = getattr(manifest, name), getattr(embedded, name)
+        if ours != theirs:
+            raise ModelError(f"manifest.json field {name!r} differs from the copy embedded in {origin} "
+                             f"({_short(ours)} vs {_short(theirs)}): the manifest was edited after the "
+                             f"bundle was written; restore it or rebuild the bundle")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def locate(path: str | os.PathLike) -> tuple[Manifest, Path | None]:
@@ -112,10 +177,10 @@ def _lone_onnx(path: Path) -> Manifest:
                          f"(key {METADATA_KEY!r}); load its bundle folder instead")
     manifest = Manifest.from_json(meta[METADATA_KEY], origin=f"{path} metadata")
     # write_bundle embeds exactly one artifact entry: the file itself (its format).
+    # A hash computed now would only describe whatever the file is now: a lone file's digest stays unknown
+    # ("unverified") unless the caller pins one (load(..., sha256=...)).
     fmt = manifest.artifacts[0].format if len(manifest.artifacts) == 1 else "onnx-fp32"
-    data = path.read_bytes()
-    art = Artifact(fmt, path.name, hashlib.sha256(data).hexdigest(), len(data))
-    return replace(manifest, artifacts=(art,))
+    return replace(manifest, artifacts=(Artifact(fmt, path.name, "", path.stat().st_size),))
 
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:
@@ -129,9 +194,9 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     opts.log_severity_level = 3
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
+        return dict(sess.get_modelmeta().custom_metadata_map)
+    except Exception as exc:  # onnxruntime's own errors, and UnicodeDecodeError from damaged metadata
         raise ModelError(f"{path} is not a loadable ONNX model: {' '.join(str(exc).split())[:300]}") from None
-    return dict(sess.get_modelmeta().custom_metadata_map)
 
 
 def choose_artifact(manifest: Manifest, preference: tuple[str, ...], forced: str | None = None) -> Artifact | None:
@@ -169,7 +234,7 @@ def check_graph(session, manifest: Manifest, origin: str) -> None:
 
 
 #: Artifact check outcomes.
-OK, MISSING, MISMATCH, UNHASHED = "ok", "missing", "sha256 mismatch", "unhashed"
+OK, MISSING, MISMATCH, UNHASHED = "ok", "missing", "sha256 mismatch", "unverified"
 
 
 @dataclass(frozen=True)
@@ -178,7 +243,7 @@ class ArtifactCheck:
 
     format: str
     file: str
-    status: str  # ok | missing | sha256 mismatch | unhashed (a lone .onnx: no recorded hash to check)
+    status: str  # ok | missing | sha256 mismatch | unverified (a lone .onnx: no recorded hash to check)
     message: str = ""
 
     @property
@@ -225,17 +290,26 @@ def _stamp(file: Path) -> tuple:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def verify(path: str | os.PathLike) -> dict[str, ArtifactCheck]:
+def verify(path: str | os.PathLike, sha256: str | None = None) -> dict[str, ArtifactCheck]:
     """Check every artifact of a bundle; format -> :class:`ArtifactCheck`.
+
+    Args:
+        path: bundle folder, manifest.json or a lone ``.onnx``.
+        sha256: for a lone ``.onnx``, the digest it must have; without one it
+            is reported ``unverified`` (it carries no recorded hash).
 
     Raises:
         ModelError: the bundle itself cannot be read (see :func:`locate`).
     """
     manifest, folder = locate(path)
-    if folder is None:
-        return {a.format: ArtifactCheck(a.format, a.file, UNHASHED, "a lone file carries no recorded hash")
-                for a in manifest.artifacts}
-    return {art.format: check_artifact(folder, art) for art in manifest.artifacts}
+    if folder is not None:
+        return {art.format: check_artifact(folder, art) for art in manifest.artifacts}
+    art = manifest.artifacts[0]
+    if sha256 is None:
+        return {art.format: ArtifactCheck(art.format, art.file, UNHASHED, "a lone file carries no recorded hash; pin "
+                                                                          "it with its sha256 to verify it")}
+    pinned = replace(art, sha256=sha256.strip().lower())
+    return {art.format: check_artifact(Path(path).parent, pinned)}
 
 
 def sha256_file(path: str | os.PathLike) -> str:

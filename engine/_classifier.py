@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ._io import MAX_PIXELS
+from ._io import MAX_BYTES, MAX_PIXELS
 from ._manifest import Artifact, Manifest
 from ._preprocess import Preprocessor
 from ._slices import Slice, Source, load_slices
@@ -57,9 +57,9 @@ class Classifier:
 
     def __init__(self, manifest: Manifest, session, artifact: Artifact, provider: str,
                  threshold: float | None = None, preprocess_threads: int | None = None,
-                 max_pixels: int = MAX_PIXELS) -> None:
+                 max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> None:
         self.manifest = manifest
-        self.max_pixels = max_pixels
+        self.max_pixels, self.max_bytes = max_pixels, max_bytes
         self.artifact = artifact
         self.provider = provider
         self.threshold = manifest.threshold if threshold is None else float(threshold)
@@ -72,13 +72,16 @@ class Classifier:
         self._output = manifest.output.name
         self.run(np.zeros((1, spec.height, spec.width, 1), np.uint8))  # warm-up
 
-    def predict(self, sources: Source | Iterable[Source], batch_size: int = 8) -> list[Prediction]:
+    def predict(self, sources: Source | Iterable[Source], batch_size: int = 8, *,
+                on_skip: Callable[[str, str], None] | None = None) -> list[Prediction]:
         """Predict every slice of every source.
 
         Args:
             sources: a path (file or folder, walked recursively), a 2-D array
                 (grey) or ``(H, W, 3|4)`` array (RGB/RGBA), or an iterable of these.
             batch_size: slices per inference call.
+            on_skip: called with ``(path, why)`` for each entry a folder walk
+                passes over on purpose (see :func:`asinfer.engine.load_slices`).
 
         Returns:
             One :class:`Prediction` per slice, in input order; an input that
@@ -89,15 +92,20 @@ class Classifier:
             >>> [p.label for p in clf.predict(["a.dcm", "b.png"])]  # doctest: +SKIP
             ['no AS', 'AS']
         """
-        return list(self.iter_predict(sources, batch_size))
+        return list(self.iter_predict(sources, batch_size, on_skip=on_skip))
 
-    def iter_predict(self, sources: Source | Iterable[Source], batch_size: int = 8) -> Iterator[Prediction]:
+    def iter_predict(self, sources: Source | Iterable[Source], batch_size: int = 8, *,
+                     on_skip: Callable[[str, str], None] | None = None) -> Iterator[Prediction]:
         """Like :meth:`predict`, yielding results as their batch completes."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         pending: list[Slice] = []
         ready = 0
-        for item in load_slices(sources, self.preprocessor, max_pixels=self.max_pixels):
+        for item in load_slices(sources, self.preprocessor, max_pixels=self.max_pixels, max_bytes=self.max_bytes,
+                                on_skip=on_skip):
+            if not item.ok and not ready:  # nothing before it waits for inference: out it goes, in order
+                yield Prediction(item.source, item.frame, reason=item.reason, message=item.message)
+                continue
             pending.append(item)
             ready += item.ok
             if ready == batch_size:

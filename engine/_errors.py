@@ -10,11 +10,13 @@ from __future__ import annotations
 #: Reason codes, each with what it means. The CLI and JSON output use the code.
 REASONS: dict[str, str] = {
     "not-found": "the path does not exist",
-    "unreadable": "the file exists but could not be opened or read",
+    "not-a-file": "a FIFO, device or socket: never opened, so it cannot block the run",
+    "unreadable": "the file exists but could not be opened or read (permissions, I/O error)",
     "not-an-image": "the file is neither a DICOM object nor an image format we read",
     "truncated": "the file ends before its pixel data does",
     "no-pixel-data": "a DICOM object without an image (report, plan, waveform...)",
     "unsupported-compression": "a DICOM transfer syntax no installed decoder handles",
+    "corrupt-pixel-data": "the pixel data is damaged, or disagrees with the header, although a decoder is installed",
     "unsupported-image": "pixel layout we do not handle (e.g. more than 4 channels)",
     "too-large": "the image exceeds the pixel-count limit (decompression-bomb guard)",
     "empty": "no pixels to use: an empty image, or a folder without images",

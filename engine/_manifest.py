@@ -126,8 +126,8 @@ class Manifest:
             raise ModelError(f"{origin} is {len(text):,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,}")
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{origin} is not valid JSON: {exc}") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers past Python's digit limit
+            raise ModelError(f"{origin} is not valid JSON: {str(exc)[:200]}") from None
         except RecursionError:
             raise ModelError(f"{origin} is nested too deeply to be a manifest") from None
         return cls.from_dict(data, origin)

@@ -30,9 +30,11 @@ def to_uint8(frame: Frame | np.ndarray, spec: PreprocessSpec = PreprocessSpec())
     """Map one grey slice to 8 bit, as a display would.
 
     uint8 passes through. Deeper data uses the frame's DICOM VOI window
-    (linear function of PS3.3 C.11.2.1.2) when it has one and
-    ``spec.use_voi_window``; otherwise the ``spec`` percentiles are stretched
-    to 0..255. MONOCHROME1 frames are inverted after the mapping.
+    (linear function of PS3.3 C.11.2.1.2, on the rescaled values) when it
+    has one and ``spec.use_voi_window``; otherwise the ``spec`` percentiles
+    are stretched to 0..255. The DICOM modality LUT (``frame.rescale``) is
+    folded into that one linear map, so no float copy of the frame is made.
+    MONOCHROME1 frames are inverted after the mapping.
 
     Args:
         frame: a :class:`Frame` or a 2-D array.
@@ -45,12 +47,12 @@ def to_uint8(frame: Frame | np.ndarray, spec: PreprocessSpec = PreprocessSpec())
         InputError: ``empty`` for an image without pixels.
     """
     if isinstance(frame, Frame):
-        pixels, window, invert = frame.pixels, frame.window, frame.invert
+        pixels, window, invert, (slope, intercept) = frame.pixels, frame.window, frame.invert, frame.rescale
     else:
-        pixels, window, invert = np.asarray(frame), None, False
+        pixels, window, invert, slope, intercept = np.asarray(frame), None, False, 1.0, 0.0
     if pixels.ndim != 2 or pixels.size == 0:
         raise InputError("empty", f"expected a non-empty 2-D slice, got shape {pixels.shape}")
-    if pixels.dtype == np.uint8:
+    if pixels.dtype == np.uint8 and (slope, intercept) == (1.0, 0.0):
         out = pixels
     elif pixels.dtype == np.bool_:
         out = pixels.view(np.uint8) * np.uint8(255)
@@ -60,8 +62,10 @@ def to_uint8(frame: Frame | np.ndarray, spec: PreprocessSpec = PreprocessSpec())
             lo = center - 0.5 - (width - 1) / 2
             hi = lo + max(width - 1, 1e-6)
         else:
-            lo, hi = _percentiles(pixels, spec.percentile_low, spec.percentile_high)
-        out = _stretch(pixels, lo, hi)
+            raw = _percentiles(pixels, spec.percentile_low, spec.percentile_high)
+            lo, hi = sorted(slope * value + intercept for value in raw)
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        out = _stretch(pixels, slope * scale, (intercept - lo) * scale)
     return 255 - out if invert else out
 
 
@@ -69,7 +73,7 @@ def _percentiles(pixels: np.ndarray, low: float, high: float) -> tuple[float, fl
     """Robust intensity range; a histogram for 16-bit data (fast), else np.percentile."""
     if pixels.dtype in (np.uint16, np.int16):
         offset = 32768 if pixels.dtype == np.int16 else 0
-        counts = np.bincount((pixels.ravel().astype(np.int32) + offset), minlength=65536)
+        counts = _histogram16(pixels.ravel(), offset)
         cdf = np.cumsum(counts)
         lo = np.searchsorted(cdf, cdf[-1] * low / 100, side="right") - offset
         hi = np.searchsorted(cdf, cdf[-1] * high / 100, side="left") - offset
@@ -81,21 +85,28 @@ def _percentiles(pixels: np.ndarray, low: float, high: float) -> tuple[float, fl
     return float(lo), float(hi)
 
 
-def _stretch(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Linear map of [lo, hi] to [0, 255], saturated and rounded.
+def _histogram16(values: np.ndarray, offset: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Counts of each 16-bit value, a chunk at a time: bincount's int64 copy of a large frame stays small."""
+    counts = np.zeros(65536, np.int64)
+    for start in range(0, values.size, chunk):
+        part = values[start:start + chunk]
+        counts += np.bincount(part.astype(np.int32) + offset if offset else part, minlength=65536)
+    return counts
+
+
+def _stretch(pixels: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """``pixels * alpha + beta``, saturated to 0..255 and rounded.
 
     One OpenCV call (it releases the GIL, so preprocessing threads scale)
     where OpenCV takes the dtype; numpy otherwise.
     """
     import cv2
 
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
     if pixels.dtype in _CV_DEPTHS:
-        return cv2.addWeighted(pixels, scale, pixels, 0.0, -lo * scale, dtype=cv2.CV_8U)
+        return cv2.addWeighted(pixels, alpha, pixels, 0.0, beta, dtype=cv2.CV_8U)
     out = pixels.astype(np.float32)
-    out -= np.float32(lo)
-    out *= np.float32(scale)
-    out += np.float32(0.5)
+    out *= np.float32(alpha)
+    out += np.float32(beta + 0.5)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
 

@@ -77,9 +77,13 @@ def _scalar(hint: type, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(f"{where}: expected a number, got {_kind(value)}")
-        if not math.isfinite(value):
-            raise SchemaError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise SchemaError(f"{where}: expected a finite number, got {str(value)[:40]}")
+        return number
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SchemaError(f"{where}: expected an integer, got {_kind(value)}")
@@ -121,7 +125,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {value[:40]!r}"
     if isinstance(value, (int, float)):
-        return f"the number {value!r}"
+        return f"the number {str(value)[:40]}"
     return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 

@@ -15,12 +15,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
 from ._errors import InputError
-from ._io import MAX_PIXELS, Frame, _to_grey, iter_files, read_frames
+from ._io import MAX_BYTES, MAX_PIXELS, Frame, Reader, ReadLimits, _to_grey, open_reader, walk
 from ._preprocess import Preprocessor
 
 log = logging.getLogger("asinfer")
@@ -56,7 +56,8 @@ class Slice:
 
 
 def load_slices(sources: Source | Iterable[Source], preprocessor: Preprocessor | None = None, *,
-                max_pixels: int = MAX_PIXELS) -> Iterator[Slice]:
+                max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES,
+                on_skip: Callable[[str, str], None] | None = None) -> Iterator[Slice]:
     """Read and preprocess every slice of every source, in input order.
 
     Args:
@@ -66,6 +67,12 @@ def load_slices(sources: Source | Iterable[Source], preprocessor: Preprocessor |
             (the prototype's CLAHE at 224x224). Its thread pool reads and
             preprocesses several inputs at once; results keep input order.
         max_pixels: refuse files holding more pixels than this.
+        max_bytes: refuse files decoding to more bytes than this (the
+            working memory one input may take; large inputs stream a frame
+            at a time, so memory does not grow with the number of frames).
+        on_skip: called with ``(path, why)`` for every entry a folder walk
+            passes over on purpose (hidden files, files that are no image):
+            they get no row, so a caller can count them in its summary.
 
     Yields:
         One :class:`Slice` per slice; an input that yields no slice gives one
@@ -80,40 +87,86 @@ def load_slices(sources: Source | Iterable[Source], preprocessor: Preprocessor |
         ...     print(s.source, s.frame, s.image.shape if s.ok else s.reason)
     """
     pre = preprocessor or Preprocessor()
+    limits = ReadLimits(max_pixels, max_bytes)
 
-    def prepare(item: tuple[int, str, Any]) -> list[Slice]:
-        return _prepare(pre, max_pixels, *item)
+    def prepare(item: tuple[int, str, Any]) -> list[Slice] | _Deferred:
+        return _prepare(pre, limits, *item)
 
-    for slices in pre.map(prepare, _expand(sources)):
-        yield from slices
+    for prepared in pre.map(prepare, _expand(sources, on_skip)):
+        if isinstance(prepared, _Deferred):
+            yield from prepared.stream(pre)
+        else:
+            yield from prepared
 
 
-def _prepare(pre: Preprocessor, max_pixels: int, index: int, name: str, value: Any) -> list[Slice]:
-    """Read and preprocess one input; errors become slices that carry them."""
+#: An input with more frames, or more decoded bytes, than this is read and
+#: preprocessed a frame at a time by the consumer (:class:`_Deferred`) rather
+#: than whole by a pool thread: its preprocessed slices are never all held.
+EAGER_FRAMES = 16
+EAGER_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """A large input whose header passed the checks: decoded and preprocessed frame by frame when its turn comes."""
+
+    index: int
+    name: str
+    reader: Reader
+
+    def stream(self, pre: Preprocessor) -> Iterator[Slice]:
+        frames = _guarded(self.reader.frames(), self.name, self.index)
+        for item in pre.map(lambda f: f if isinstance(f, Slice) else _one(pre, self.name, self.index, f), frames,
+                            ahead=2 * pre.threads):
+            yield item
+
+
+def _prepare(pre: Preprocessor, limits: ReadLimits, index: int, name: str, value: Any) -> list[Slice] | _Deferred:
+    """Read and preprocess one input (or only check its header, when it is large); errors become slices."""
     try:
         if isinstance(value, InputError):
             raise value
-        frames = read_frames(value, max_pixels) if isinstance(value, Path) else [value]
+        if isinstance(value, Frame):
+            return [_one(pre, name, index, value)]
+        reader = open_reader(value, limits)
     except Exception as exc:  # never let one odd file stop a batch
         return [_failed(name, None, index, exc)]
-    out = []
-    for number, frame in enumerate(frames):
-        try:
-            out.append(Slice(name, number, index, pre.one(frame)))
-        except Exception as exc:
-            out.append(_failed(name, number, index, exc))
-    return out
+    if reader.count > EAGER_FRAMES or reader.nbytes > EAGER_BYTES:
+        return _Deferred(index, name, reader)
+    return [item if isinstance(item, Slice) else _one(pre, name, index, item)
+            for item in _guarded(reader.frames(), name, index)]
+
+
+def _guarded(frames: Iterator[Frame], name: str, index: int) -> Iterator[Frame | Slice]:
+    """The frames, then (if decoding stops with an error) one failed Slice for the frame that broke."""
+    done = 0
+    try:
+        for frame in frames:
+            yield frame
+            done += 1
+    except Exception as exc:
+        yield _failed(name, done if done else None, index, exc)
+
+
+def _one(pre: Preprocessor, name: str, index: int, frame: Frame) -> Slice:
+    try:
+        return Slice(name, frame.index, index, pre.one(frame))
+    except Exception as exc:
+        return _failed(name, frame.index, index, exc)
 
 
 def _failed(name: str, frame: int | None, index: int, exc: Exception) -> Slice:
     if isinstance(exc, InputError):
         return Slice(name, frame, index, reason=exc.reason, message=exc.message)
+    if isinstance(exc, MemoryError):
+        return Slice(name, frame, index, reason="too-large", message="not enough memory for this input")
     log.debug("unexpected error reading %s", name, exc_info=True)
     text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     return Slice(name, frame, index, reason="internal", message=text)
 
 
-def _expand(sources: Source | Iterable[Source]) -> Iterator[tuple[int, str, Any]]:
+def _expand(sources: Source | Iterable[Source],
+            on_skip: Callable[[str, str], None] | None) -> Iterator[tuple[int, str, Any]]:
     """(input index, display name, Path | Frame | InputError) for every input, folders walked."""
     if isinstance(sources, (str, os.PathLike, np.ndarray, Frame)):
         sources = [sources]
@@ -126,17 +179,27 @@ def _expand(sources: Source | Iterable[Source]) -> Iterator[tuple[int, str, Any]
             continue
         if not isinstance(source, (str, os.PathLike)):
             raise TypeError(f"sources must be paths, numpy arrays or Frames, got {type(source).__name__}")
-        path = Path(source)
-        if path.is_dir():
-            files = iter_files(path)
-            first = next(files, None)
-            if first is None:
-                yield n, str(path), InputError("empty", f"folder {path} holds no image files")
-                continue
-            yield n, str(first), first
-            yield from ((n, str(f), f) for f in files)
+        yield from _expand_path(n, Path(source), on_skip)
+
+
+def _expand_path(n: int, path: Path, on_skip) -> Iterator[tuple[int, str, Any]]:
+    try:
+        is_folder = os.path.isdir(path)
+    except (OSError, ValueError) as exc:  # e.g. an embedded NUL byte
+        yield n, str(path), InputError("unreadable", f"cannot read {path}: {exc}")
+        return
+    if not is_folder:
+        yield n, str(path), path
+        return
+    found = False
+    for item in walk(path, on_skip):
+        found = True
+        if isinstance(item, tuple):
+            yield n, str(item[0]), item[1]
         else:
-            yield n, str(path), path
+            yield n, str(item), item
+    if not found:
+        yield n, str(path), InputError("empty", f"folder {path} holds no image files")
 
 
 def _array_frame(array: np.ndarray, n: int) -> Frame | InputError:

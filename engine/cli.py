@@ -9,15 +9,24 @@ whose optional dependency is missing says which extra installs it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import importlib
 import io
 import json
+import os
+import re
+import secrets
+import signal
+import stat
 import sys
-from dataclasses import dataclass
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TextIO
 
 import typer
 import typer.core
@@ -26,6 +35,8 @@ import typer.main
 from ._version import __version__
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_BROKEN_PIPE = 141  # predict's reader went away (`| head`): 128 + SIGPIPE, what `yes | head` reports
 
 
 @dataclass(frozen=True)
@@ -128,10 +139,13 @@ Examples:
 
 \b
 Exit codes:
-  0  success (every input predicted)
-  1  some inputs failed (each has a row with its reason); bench: a gate failed
-  2  usage or model error
-  3  convert: a converted model failed its parity check
+  0    success (every input predicted)
+  1    some inputs failed (each has a row with its reason); bench: a gate failed
+  2    usage, model or output error, or a crash of the tool (one line;
+       ASINFER_DEBUG=1 shows the traceback)
+  3    convert: a converted model failed its parity check
+  130  interrupted (Ctrl-C); predict keeps the rows done
+  141  predict: stdout closed early (e.g. piped into head); stops quietly
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None, cls=_Group,
@@ -141,6 +155,7 @@ app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_ma
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+    jsonl = "jsonl"
     csv = "csv"
 
 
@@ -164,84 +179,425 @@ def _root(
     """asinfer: edge inference for AS screening on MRI (research use only)."""
 
 
+def _say(text: str) -> None:
+    """One message on stderr; a closed or full stderr cannot turn a finished run into a crash."""
+    with contextlib.suppress(OSError):
+        typer.echo(text, err=True)
+
+
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    _say(f"error: {_printable(message)}")
     return typer.Exit(EXIT_USAGE)
 
 
+# --- text that cannot lie about a file name --------------------------------------------------------------------
+
+#: Characters that move the cursor, break a row or reorder what follows: C0/C1 controls, DEL, line and
+#: paragraph separators, bidirectional overrides; and lone surrogates (bytes of a file name that are
+#: not UTF-8, which Python decodes as U+DC80..U+DCFF).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_char(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # one byte of a non-UTF-8 name, shown as the byte it was
+        return f"\\x{code - 0xDC00:02x}"
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line, safe for any terminal and encoding: unsafe characters become visible escapes."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+def _json_safe(value):
+    """``value`` with lone surrogates escaped (``\\xe9``), so the JSON is valid Unicode; json escapes the rest."""
+    if isinstance(value, str):
+        return _SURROGATE.sub(_escape_char, value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+# --- predict ---------------------------------------------------------------------------------------------------
+
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle folder, manifest.json or .onnx file [default: shipped model, or $ASINFER_MODEL].")]
+
+#: Upper bound of ``--threads``. ONNX Runtime's intra-op pool and the preprocessing pool each start this
+#: many threads; past the core count they only add memory and contention (1000 hung session creation,
+#: 100000 crashed it). A fixed bound rather than one from os.cpu_count() (which reports the host's cores
+#: inside a container) keeps help, scripts and errors the same on every machine; 256 covers the hardware
+#: threads of today's largest two-socket servers.
+MAX_THREADS = 256
+MAX_PIXELS = 1 << 28  # the engine's defaults (asinfer.engine.MAX_PIXELS, MAX_BYTES), kept here so --help imports no reader
+MAX_MEMORY_MB = 256
 
 
 @app.command()
 def predict(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively; DICOM found by content).")],
+    paths: Annotated[list[str], typer.Argument(help="Files or folders (walked recursively; DICOM found by content).", show_default=False)],
     model: ModelOpt = None,
     provider: Annotated[ProviderChoice, typer.Option(help="Where to run: auto takes CUDA when it works, else CPU.")] = ProviderChoice.auto,
     artifact: Annotated[Optional[str], typer.Option(help="Force an artifact format, e.g. onnx-fp32 [default: int8 on CPU, fp16 on CUDA].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Slices per inference call.")] = 8,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Decision threshold [default: the model's].")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads [default: all cores].")] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table for people, json/csv for machines.")] = OutputFormat.table,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="CPU threads [default: all cores].")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table for people; json, jsonl (streamed, one object a row, then a summary) or csv (streamed) for machines.")] = OutputFormat.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file (complete, or FILE.partial if interrupted) instead of stdout.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List on stderr the entries folder walks skipped (hidden, not images).")] = False,
+    max_pixels: Annotated[int, typer.Option(min=1, max=1 << 34, help="Refuse input files holding more pixels than this (all frames): the decompression-bomb guard.")] = MAX_PIXELS,
+    max_memory: Annotated[int, typer.Option(min=1, max=1 << 20, help="MB of decoded image one input may hold at once (a DICOM frame, or a whole PNG/JPEG/TIFF); peak memory is about 3.5x this plus the model.")] = MAX_MEMORY_MB,
+    sha256: Annotated[Optional[str], typer.Option(help="Pin the model file to this sha256 (verifies a lone .onnx, which carries no recorded hash).")] = None,
 ) -> None:
     """Predict every slice of every input: one row per slice, or per failed input."""
     from asinfer import engine
 
+    sources = _sources(paths)
+    problem = None if output is None else _output_problem(output)
+    if problem:
+        raise _fail(problem)
     try:
-        clf = engine.load(model, provider=provider.value, artifact=artifact, threshold=threshold, threads=threads)
+        clf = engine.load(model, provider=provider.value, artifact=artifact, threshold=threshold, threads=threads,
+                          sha256=sha256, max_pixels=max_pixels, max_bytes=max_memory << 20)
     except (engine.ModelError, ValueError, OSError) as exc:
         raise _fail(str(exc))
-    results = _run_with_progress(clf, paths, batch_size)
-    text = _render(results, clf, fmt)
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    _summary(results, clf, output)
-    raise typer.Exit(EXIT_SOME_FAILED if any(not r.ok for r in results) else EXIT_OK)
+    try:
+        out = _Output.open(output)
+    except OSError as exc:
+        raise _fail(f"cannot write results to {output}: {exc.strerror or exc}")
+    tally = _Tally(clf.manifest.labels[1])
+    writer = WRITERS[fmt](out, clf)
+    try:
+        writer.begin()
+        _run(clf, sources, batch_size, writer, tally, verbose)
+        writer.end(tally)
+        where = out.commit(tally.interrupted)
+    except _OutputError as exc:
+        out.discard()
+        raise _output_failed(exc) from None
+    except BaseException:
+        out.discard()
+        raise
+    _summary(tally, clf, where, verbose)
+    raise typer.Exit(EXIT_INTERRUPTED if tally.interrupted else EXIT_SOME_FAILED if tally.failed else EXIT_OK)
 
 
-def _run_with_progress(clf, paths, batch_size):
+def _sources(paths: list[str]) -> list[Path]:
+    """The path arguments; an empty one is a usage error (``Path("")`` would silently mean the current folder)."""
+    empty = [str(n) for n, path in enumerate(paths, 1) if not path]
+    if empty:
+        raise _fail(f"path argument {', '.join(empty)} is empty; give a file or folder ('.' for the current folder)")
+    return [Path(path) for path in paths]
+
+
+def _run(clf, sources: list[Path], batch_size: int, writer: _Writer, tally: _Tally, verbose: bool) -> None:
+    """Hand each prediction to ``writer`` as it comes; Ctrl-C ends the run and keeps what is done."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
-    console = Console(stderr=True)
-    results = []
-    with Progress(SpinnerColumn(), TextColumn("{task.completed} slices"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as progress:
+    console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+    stop = _CtrlC()
+
+    def skipped(path, why: str) -> None:
+        tally.skipped[str(why)] += 1
+        if verbose:
+            console.print(Text(f"skipped {_printable(str(path))} ({_printable(str(why))})"), soft_wrap=True)
+        if stop.requested:  # a long walk over files that are no images still stops
+            raise KeyboardInterrupt
+
+    hidden = not console.is_terminal or (writer.streams and writer.out.isatty())  # rows are the progress there
+    with Progress(SpinnerColumn(), TextColumn("{task.completed} slices"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=hidden, redirect_stdout=False, redirect_stderr=False) as progress, stop:
         task = progress.add_task("predict", total=None)
-        for result in clf.iter_predict(paths, batch_size=batch_size):
-            results.append(result)
-            progress.advance(task)
-    return results
+        results = clf.iter_predict(sources, batch_size=batch_size, on_skip=skipped)
+        try:
+            for result in results:
+                writer.add(result)
+                tally.add(result)
+                progress.advance(task)
+                if stop.requested:
+                    break
+        except KeyboardInterrupt:  # the second Ctrl-C, or the first where no handler could be set
+            stop.requested = True
+        finally:
+            getattr(results, "close", lambda: None)()  # stop the read-ahead of the preprocessing pool
+    tally.interrupted = stop.requested
 
 
-def _render(results, clf, fmt: OutputFormat) -> str:
-    if fmt is OutputFormat.json:
-        return json.dumps({"model": _model_summary(clf), "results": [r.to_dict() for r in results]}, indent=2) + "\n"
-    if fmt is OutputFormat.csv:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["source", "frame", "probability", "label", "reason", "message"])
-        for r in results:
-            writer.writerow([r.source, "" if r.frame is None else r.frame,
-                             "" if r.probability is None else f"{r.probability:.6f}", r.label or "", r.reason or "",
-                             r.message or ""])
-        return buf.getvalue()
-    return _table(results)
+class _CtrlC:
+    """The first Ctrl-C asks the run to stop after the row at hand, so every row is written whole and
+    counted; the second raises KeyboardInterrupt at once. Where SIGINT is ignored (a background job)
+    or cannot be handled here (not the main thread), it is left alone."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _CtrlC:
+        with contextlib.suppress(ValueError):  # not the main thread
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, self._previous)
 
 
-def _table(results) -> str:
+@dataclass
+class _Tally:
+    """What a run did: the summary line on stderr and the summary object of json/jsonl."""
+
+    positive_label: str
+    predicted: int = 0
+    positive: int = 0
+    failed: int = 0
+    skipped: Counter = field(default_factory=Counter)  # why -> entries a folder walk passed over on purpose
+    interrupted: bool = False
+
+    def add(self, result) -> None:
+        if result.ok:
+            self.predicted += 1
+            self.positive += result.label == self.positive_label
+        else:
+            self.failed += 1
+
+    def to_dict(self) -> dict:
+        return {"predicted": self.predicted, "positive": self.positive, "failed": self.failed,
+                "skipped": sum(self.skipped.values()), "interrupted": self.interrupted}
+
+
+# --- where results go ------------------------------------------------------------------------------------------
+
+
+class _OutputError(Exception):
+    """Writing the results failed (disk full, reader gone, I/O error)."""
+
+    def __init__(self, name: str, exc: OSError, stdout: bool) -> None:
+        super().__init__(f"{name}: {exc.strerror or exc}")
+        self.name, self.errno, self.strerror, self.stdout = name, exc.errno, exc.strerror or str(exc), stdout
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why ``--output path`` cannot take the results, checked before any work; None when it can."""
+    folder = path.parent
+    if path.is_dir():
+        return f"--output {path} is a folder; give a file name, e.g. {path / 'results.csv'}"
+    if not folder.is_dir():
+        return f"--output {path}: the folder {folder} does not exist; create it first"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"--output {path} is not writable"
+    if (not path.exists() or path.is_file()) and not os.access(folder, os.W_OK | os.X_OK):
+        return f"--output {path}: cannot create files in {folder} (not writable)"
+    return None
+
+
+class _Output:
+    """The results stream: stdout, or the file of ``--output``.
+
+    A new or regular file is written to a hidden temporary file beside it, fsynced and renamed into
+    place when the run ends, so FILE only ever holds a whole run and a failed run leaves nothing; an
+    interrupted run's rows go to ``FILE.partial`` and FILE is left as it was. Devices and pipes
+    (``/dev/stdout``, a FIFO) are written in place.
+    """
+
+    def __init__(self, stream: TextIO, name: str, final: Path | None = None, tmp: Path | None = None,
+                 is_stdout: bool = False) -> None:
+        self.stream, self.name, self.final, self.tmp, self.is_stdout = stream, name, final, tmp, is_stdout
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    @classmethod
+    def open(cls, target: Path | None) -> _Output:
+        """Open where results go; raises OSError when the file cannot be created."""
+        if target is None:
+            with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+                sys.stdout.reconfigure(errors="backslashreplace")  # a name the terminal's encoding lacks
+            return cls(sys.stdout, "stdout", is_stdout=True)
+        if target.exists() and not target.is_file():
+            return cls(open(target, "w", encoding="utf-8", errors="backslashreplace"), str(target))
+        final = target.resolve()  # a symlink keeps pointing at the new results
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        if final.exists():
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, stat.S_IMODE(final.stat().st_mode))
+        return cls(open(fd, "w", encoding="utf-8", errors="backslashreplace"), str(target), final, tmp)
+
+    def write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except OSError as exc:
+            raise _OutputError(self.name, exc, self.is_stdout) from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise _OutputError(self.name, exc, self.is_stdout) from None
+
+    def isatty(self) -> bool:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            return self.stream.isatty()
+        return False
+
+    def commit(self, interrupted: bool) -> str | None:
+        """Flush and put the file in place; returns where the results are (None: stdout)."""
+        self.flush()
+        if self.is_stdout:
+            return None
+        try:
+            if self.tmp is not None:
+                os.fsync(self.stream.fileno())
+            self.stream.close()
+            if self.tmp is None:
+                return self.name
+            dest = self.final.with_name(self.final.name + ".partial") if interrupted else self.final
+            os.replace(self.tmp, dest)
+        except OSError as exc:
+            raise _OutputError(self.name, exc, False) from None
+        self.tmp = None
+        _fsync_folder(dest.parent)
+        if not interrupted:
+            return self.name
+        return str(dest) if Path(self.name).is_symlink() else f"{self.name}.partial"  # the name as the user gave it
+
+    def discard(self) -> None:
+        """After a failure: close, and remove the temporary file so nothing half-written is left."""
+        if not self.is_stdout:
+            with contextlib.suppress(OSError):
+                self.stream.close()
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _output_failed(exc: _OutputError) -> typer.Exit:
+    """A write error: one line and exit 2; a reader that went away (``| head``): quiet, like SIGPIPE."""
+    if exc.stdout:  # the interpreter's last flush of stdout would fail again, with a traceback of its own
+        with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    if exc.errno == errno.EPIPE:
+        return typer.Exit(EXIT_BROKEN_PIPE)
+    return _fail(f"cannot write results to {exc.name}: {exc.strerror}")
+
+
+# --- the formats: one writer each ------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Turns predictions into one output format; ``table`` and ``json`` render at the end."""
+
+    streams = False  # True: each row is written and flushed as it comes
+
+    def __init__(self, out: _Output, clf) -> None:
+        self.out, self.clf, self.rows = out, clf, []
+
+    def begin(self) -> None:
+        """Before the first row."""
+
+    def add(self, result) -> None:
+        self.rows.append(result)
+
+    def end(self, tally: _Tally) -> None:
+        """After the last row, or after Ctrl-C with the rows done."""
+
+
+class _Table(_Writer):
+    def end(self, tally: _Tally) -> None:
+        self.out.write(_table(self.rows, self.out.encoding))
+
+
+class _Json(_Writer):
+    def end(self, tally: _Tally) -> None:
+        data = {"model": _model_summary(self.clf), "results": [r.to_dict() for r in self.rows], "summary": tally.to_dict()}
+        self.out.write(json.dumps(_json_safe(data), indent=2) + "\n")
+
+
+class _JsonLines(_Writer):
+    """One JSON object a row, then ``{"summary": {...}}``; each line flushed as it comes."""
+
+    streams = True
+
+    def add(self, result) -> None:
+        self._line(result.to_dict())
+
+    def end(self, tally: _Tally) -> None:
+        self._line({"summary": {"model": _model_summary(self.clf), **tally.to_dict()}})
+
+    def _line(self, data: dict) -> None:
+        self.out.write(json.dumps(_json_safe(data)) + "\n")
+        self.out.flush()
+
+
+class _Csv(_Writer):
+    """The CSV columns below, each row flushed as it comes; names and messages escaped like the table's."""
+
+    streams = True
+    COLUMNS = ("source", "frame", "probability", "label", "reason", "message")
+
+    def begin(self) -> None:
+        self._csv = csv.writer(self.out, lineterminator="\n")
+        self._line(self.COLUMNS)
+
+    def add(self, r) -> None:
+        self._line([_printable(r.source), "" if r.frame is None else r.frame,
+                    "" if r.probability is None else f"{r.probability:.6f}", _printable(r.label or ""),
+                    r.reason or "", _printable(r.message or "")])
+
+    def _line(self, fields) -> None:
+        self._csv.writerow(fields)
+        self.out.flush()
+
+
+#: One writer per ``--format``.
+WRITERS: dict[OutputFormat, type[_Writer]] = {
+    OutputFormat.table: _Table, OutputFormat.json: _Json, OutputFormat.jsonl: _JsonLines, OutputFormat.csv: _Csv,
+}
+
+
+def _table(results, encoding: str = "utf-8") -> str:
+    """The rows as a table for ``encoding``; every cell is plain text (no rich markup), unsafe characters
+    escaped, and characters the encoding lacks escaped before the columns are measured."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(show_edge=False, header_style="bold")
+    def fit(text: str) -> str:
+        return _printable(text).encode(encoding, "backslashreplace").decode(encoding)
+
+    table = Table(show_edge=False, header_style="bold", box=box.HEAVY_HEAD if fit("━┃") == "━┃" else box.ASCII2)
     for col, justify in (("source", "left"), ("frame", "right"), ("probability", "right"), ("label", "left"), ("error", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in results:
-        table.add_row(r.source, "" if r.frame is None else str(r.frame),
-                      "" if r.probability is None else f"{r.probability:.4f}", r.label or "", r.error or "")
-    console = Console(file=io.StringIO(), width=max(100, Console().width), soft_wrap=False)
+        cells = (r.source, "" if r.frame is None else str(r.frame),
+                 "" if r.probability is None else f"{r.probability:.4f}", r.label or "", r.error or "")
+        table.add_row(*(Text(fit(cell)) for cell in cells))
+    console = Console(file=io.StringIO(), width=max(100, Console().width), soft_wrap=False,
+                      markup=False, emoji=False, highlight=False)
     with console.capture() as cap:
         console.print(table)
     return cap.get()
@@ -254,18 +610,23 @@ def _model_summary(clf) -> dict:
             "synthetic_training_data": m.synthetic_training_data, "notice": m.notice}
 
 
-def _summary(results, clf, output: Optional[Path]) -> None:
-    failed = sum(not r.ok for r in results)
-    positive = sum(r.ok and r.label == clf.manifest.labels[1] for r in results)
+def _summary(tally: _Tally, clf, where: str | None, verbose: bool) -> None:
+    """The summary on stderr: counts, model, where the results went, skips, interruption, the notice."""
     m = clf.manifest
-    lines = [f"{len(results) - failed} slices predicted ({positive} {m.labels[1]}), {failed} failed; "
+    lines = [f"{tally.predicted} slices predicted ({tally.positive} {m.labels[1]}), {tally.failed} failed; "
              f"model {m.name} {m.version}, {clf.artifact.format} on {clf.provider}"
-             + (f"; results in {output}" if output else "")]
-    if m.synthetic_training_data:
-        lines.append("note: this model was trained on synthetic phantoms. " + m.notice)
-    else:
-        lines.append("note: " + m.notice)
-    typer.echo("\n".join(lines), err=True)
+             + (f"; results in {where}" if where else "")]
+    if tally.skipped:
+        total = sum(tally.skipped.values())
+        kinds = ", ".join(f"{n} {why}" for why, n in tally.skipped.most_common())
+        lines.append(f"{total} {'entry' if total == 1 else 'entries'} skipped ({kinds}); "
+                     + ("listed above" if verbose else "--verbose lists them"))
+    if tally.interrupted:
+        done = tally.predicted + tally.failed
+        lines.append(f"interrupted: stopped after {done} {'row' if done == 1 else 'rows'}; the results hold only those")
+    lines.append(("note: this model was trained on synthetic phantoms. " if m.synthetic_training_data else "note: ")
+                 + m.notice)
+    _say("\n".join(_printable(line) for line in lines))
 
 
 def _metric_lines(metrics: dict) -> list[str]:
@@ -280,6 +641,7 @@ def _metric_lines(metrics: dict) -> list[str]:
 def info(
     model: Annotated[Optional[Path], typer.Argument(help="Bundle folder, manifest.json or .onnx [default: shipped model].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and checks as JSON.")] = False,
+    sha256: Annotated[Optional[str], typer.Option(help="The sha256 a lone .onnx must have (it carries no recorded hash: without this it is 'unverified').")] = None,
 ) -> None:
     """Show a model's manifest, its artifacts and their sha256 checks, and the available providers."""
     from asinfer import engine
@@ -288,7 +650,7 @@ def info(
     path = model or engine.default_model()
     try:
         manifest, _ = bundle.locate(path)
-        checks = bundle.verify(path)
+        checks = bundle.verify(path, sha256=sha256)
         providers = engine.available_providers()
     except (engine.ModelError, ValueError, OSError) as exc:
         raise _fail(str(exc))
@@ -331,9 +693,45 @@ def formats() -> None:
                    f"{'shipped' if f.shipped else '       '}  {f.description}")
 
 
+def _route_warnings() -> None:
+    """Library warnings (pydicom, OpenCV bindings, onnxruntime) go to the debug log, quoted values elided.
+
+    pydicom quotes element values in its warnings (``Invalid value for VR UI: 'SMITH^JOHN'``): printed to
+    stderr by default, that is a channel for patient data. ``ASINFER_DEBUG=1`` shows them, still elided.
+    """
+    import logging
+    import re
+    import warnings
+
+    log = logging.getLogger("asinfer.warnings")
+    if os.environ.get("ASINFER_DEBUG", "") not in ("", "0"):
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = re.sub(r"('[^']*'|\"[^\"]*\")", "'…'", str(message))
+        log.debug("%s: %s", category.__name__, text)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Exit 1 means "some inputs failed, each has a row", so a crash of the tool itself (it has no
+    rows) is one line on stderr and exit 2; ``ASINFER_DEBUG=1`` shows its traceback as well.
+    """
+    _route_warnings()
+    try:
+        app()
+    except KeyboardInterrupt:  # typer turns Ctrl-C inside a command into 130; this covers start-up
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        debug = os.environ.get("ASINFER_DEBUG", "") not in ("", "0")
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (set ASINFER_DEBUG=1 for the traceback)"
+        _say(f"error: internal error: {type(exc).__name__}: {_printable(str(exc))}{hint}")
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_unexpected_reader_failure_is_reported_not_raised(classifier, monkeypatc
     def boom(*args, **kwargs):
         raise IndexError("decoder bug")
 
-    monkeypatch.setattr("asinfer.engine._slices.read_frames", boom)
+    monkeypatch.setattr("asinfer.engine._slices.open_reader", boom)
     (result,) = classifier.predict(tmp_path / "a.png")
     assert result.reason == "internal" and "IndexError: decoder bug" in result.error
 

@@ -70,7 +70,7 @@ def test_predict_csv_to_file_with_a_failure(inputs, tiny_bundle, tmp_path):
     assert result.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [r["source"].rsplit("/", 1)[-1] for r in rows] == ["IM 0001.dcm", "broken.dcm", "slice two.png"]
-    assert rows[1]["reason"] == "no-pixel-data" and rows[1]["message"] and not rows[1]["probability"] and rows[0]["label"] in ("AS", "no AS")
+    assert rows[1]["reason"] == "truncated" and rows[1]["message"] and not rows[1]["probability"] and rows[0]["label"] in ("AS", "no AS")
     assert "1 failed" in result.stderr and "Traceback" not in result.output
 
 

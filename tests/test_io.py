@@ -66,11 +66,19 @@ def test_other_transfer_syntaxes_decode(name, count, shape):
     assert all(np.ptp(f.pixels) > 0 for f in frames), "decoded to a constant image"
 
 
-def test_modality_lut_is_applied():
+def test_modality_lut_is_carried_and_folded_into_the_8_bit_mapping():
+    """Pixels stay as stored (no float copy); preprocessing maps the rescaled values, window included."""
+    from asinfer.engine import Frame, to_uint8
+
     ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
     frame = read_frames(dicom_file("CT_small.dcm"))[0]
-    expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    np.testing.assert_allclose(frame.pixels, expected)
+    np.testing.assert_array_equal(frame.pixels, ds.pixel_array)
+    assert frame.rescale == (float(ds.RescaleSlope), float(ds.RescaleIntercept))
+    rescaled = Frame(ds.pixel_array * frame.rescale[0] + frame.rescale[1], "x", window=frame.window)
+    assert np.abs(to_uint8(frame).astype(int) - to_uint8(rescaled).astype(int)).max() <= 1
+    no_window = Frame(frame.pixels, "x", rescale=(-2.0, 100.0))  # a negative slope flips the stretch
+    flipped = to_uint8(Frame(frame.pixels * -2.0 + 100.0, "x"))
+    assert np.abs(to_uint8(no_window).astype(int) - flipped.astype(int)).max() <= 1
 
 
 def test_dicom_recognised_by_content_without_extension(tmp_path):
@@ -146,9 +154,10 @@ def test_text_file_is_not_an_image(tmp_path):
     assert _reason(tmp_path / "notes.txt") == "not-an-image"
 
 
-def test_empty_file_is_not_an_image(tmp_path):
+def test_empty_file_is_empty(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
-    assert _reason(tmp_path / "empty.png") == "not-an-image"
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    assert _reason(tmp_path / "empty.png") == _reason(tmp_path / "empty.dcm") == "empty"
 
 
 def test_truncated_png(tmp_path):
