@@ -10,116 +10,31 @@ whose optional dependency is missing says which extra installs it.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
-import importlib
 import io
 import json
 import os
 import re
-import secrets
 import signal
-import stat
 import sys
 import traceback
-from collections import Counter
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional, TextIO
+from typing import Annotated, Optional
 
 import typer
-import typer.core
-import typer.main
 
+from ._commands import COMMANDS as COMMANDS
+from ._commands import EXTRAS as EXTRAS
+from ._commands import LazyCommand as LazyCommand
+from ._commands import _Group
+from ._output import WRITERS, _Output, _OutputError, _output_problem, _printable, _Tally, _Writer
 from ._version import __version__
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 EXIT_BROKEN_PIPE = 141  # predict's reader went away (`| head`): 128 + SIGPIPE, what `yes | head` reports
 
-
-@dataclass(frozen=True)
-class LazyCommand:
-    """A command that lives in another package, loaded when it runs."""
-
-    module: str  # holds a typer app named ``app`` with this command
-    help: str  # the one-line help shown by ``asinfer --help`` without importing the module
-
-
-#: Commands of other packages, in the order ``asinfer --help`` lists them.
-COMMANDS: dict[str, LazyCommand] = {
-    "synth": LazyCommand("asinfer.trainer.cli", "Write a synthetic phantom dataset (class folders + labels.csv). Not patient data."),
-    "train": LazyCommand("asinfer.trainer.cli", "Train the VGG16 classifier; writes a run directory (needs the train extra)."),
-    "convert": LazyCommand("asinfer.trainer.cli", "Convert a trained model to ONNX and TFLite, parity-checked (needs the train extra)."),
-    "bench": LazyCommand("asinfer.benchmarks.cli", "Benchmark every format side by side: parity, latency, img/s, memory, cold start."),
-}
-
-#: Importable module -> the extra of ``pyproject.toml`` that installs it.
-EXTRAS: dict[str, str] = {
-    "tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "ai_edge_litert": "train",
-    "sklearn": "train", "matplotlib": "train", "sympy": "train", "pytest_benchmark": "dev",
-}
-
-
-def install_hint(exc: ModuleNotFoundError) -> str:
-    """What to install for a missing module, named by the import that failed."""
-    top = (exc.name or "").split(".")[0]
-    extra = EXTRAS.get(top)
-    if extra:
-        return f"{top} is not installed; it comes with the {extra!r} extra: pip install 'asinfer[{extra}]'"
-    return f"{exc.name or exc} is not installed; reinstall asinfer (pip install asinfer) or install {top or 'it'}"
-
-
-class _Group(typer.core.TyperGroup):
-    """Lists :data:`COMMANDS` from the table and imports one only when it is invoked."""
-
-    def __init__(self, **attrs) -> None:
-        super().__init__(**attrs)
-        for name, lazy in COMMANDS.items():
-            self.commands.setdefault(name, _placeholder(name, lazy.help, None))
-
-    def resolve_command(self, ctx, args):
-        if args and args[0] in COMMANDS and getattr(self.commands.get(args[0]), "_asinfer_placeholder", False):
-            self.commands[args[0]] = _load(args[0])
-        return super().resolve_command(ctx, args)
-
-
-def _load(name: str):
-    """The real command ``name`` from its package, its missing dependencies turned into an install hint."""
-    lazy = COMMANDS[name]
-    try:
-        group = typer.main.get_command(importlib.import_module(lazy.module).app)
-    except ModuleNotFoundError as exc:
-        return _placeholder(name, lazy.help, install_hint(exc))
-    command = group.commands[name] if isinstance(group, typer.core.TyperGroup) else group
-    command.callback = _hinting(command.callback)
-    return command
-
-
-def _hinting(callback):
-    def run(*args, **kwargs):
-        try:
-            return callback(*args, **kwargs)
-        except ModuleNotFoundError as exc:
-            typer.echo(f"error: {install_hint(exc)}", err=True)
-            raise typer.Exit(EXIT_USAGE) from None
-
-    return run
-
-
-def _placeholder(name: str, help_text: str, failure: str | None):
-    """A stand-in: its help line for listings, or (when its package cannot load) the reason."""
-
-    def fail() -> None:
-        typer.echo(f"error: asinfer {name} is unavailable: {failure}", err=True)
-        raise typer.Exit(EXIT_USAGE)
-
-    command = typer.core.TyperCommand(name=name, help=help_text, callback=fail,
-                                      context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                                        "help_option_names": []})
-    command._asinfer_placeholder = failure is None
-    return command
 
 HELP = """Screen sacroiliac-joint / spine MRI slices for axial spondyloarthritis (AS).
 
@@ -190,40 +105,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-# --- text that cannot lie about a file name --------------------------------------------------------------------
-
-#: Characters that move the cursor, break a row or reorder what follows: C0/C1 controls, DEL, line and
-#: paragraph separators, bidirectional overrides; and lone surrogates (bytes of a file name that are
-#: not UTF-8, which Python decodes as U+DC80..U+DCFF).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _escape_char(match: re.Match) -> str:
-    char = match.group()
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # one byte of a non-UTF-8 name, shown as the byte it was
-        return f"\\x{code - 0xDC00:02x}"
-    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def _printable(text: str) -> str:
-    """``text`` on one line, safe for any terminal and encoding: unsafe characters become visible escapes."""
-    return _UNSAFE.sub(_escape_char, text)
-
-
-def _json_safe(value):
-    """``value`` with lone surrogates escaped (``\\xe9``), so the JSON is valid Unicode; json escapes the rest."""
-    if isinstance(value, str):
-        return _SURROGATE.sub(_escape_char, value)
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 # --- predict ---------------------------------------------------------------------------------------------------
 
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Bundle folder, manifest.json or .onnx file [default: shipped model, or $ASINFER_MODEL].")]
@@ -271,7 +152,7 @@ def predict(
     except OSError as exc:
         raise _fail(f"cannot write results to {output}: {exc.strerror or exc}")
     tally = _Tally(clf.manifest.labels[1])
-    writer = WRITERS[fmt](out, clf)
+    writer = WRITERS[fmt.value](out, clf)
     try:
         writer.begin()
         _run(clf, sources, batch_size, writer, tally, verbose)
@@ -355,143 +236,6 @@ class _CtrlC:
                 signal.signal(signal.SIGINT, self._previous)
 
 
-@dataclass
-class _Tally:
-    """What a run did: the summary line on stderr and the summary object of json/jsonl."""
-
-    positive_label: str
-    predicted: int = 0
-    positive: int = 0
-    failed: int = 0
-    skipped: Counter = field(default_factory=Counter)  # why -> entries a folder walk passed over on purpose
-    interrupted: bool = False
-
-    def add(self, result) -> None:
-        if result.ok:
-            self.predicted += 1
-            self.positive += result.label == self.positive_label
-        else:
-            self.failed += 1
-
-    def to_dict(self) -> dict:
-        return {"predicted": self.predicted, "positive": self.positive, "failed": self.failed,
-                "skipped": sum(self.skipped.values()), "interrupted": self.interrupted}
-
-
-# --- where results go ------------------------------------------------------------------------------------------
-
-
-class _OutputError(Exception):
-    """Writing the results failed (disk full, reader gone, I/O error)."""
-
-    def __init__(self, name: str, exc: OSError, stdout: bool) -> None:
-        super().__init__(f"{name}: {exc.strerror or exc}")
-        self.name, self.errno, self.strerror, self.stdout = name, exc.errno, exc.strerror or str(exc), stdout
-
-
-def _output_problem(path: Path) -> str | None:
-    """Why ``--output path`` cannot take the results, checked before any work; None when it can."""
-    folder = path.parent
-    if path.is_dir():
-        return f"--output {path} is a folder; give a file name, e.g. {path / 'results.csv'}"
-    if not folder.is_dir():
-        return f"--output {path}: the folder {folder} does not exist; create it first"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"--output {path} is not writable"
-    if (not path.exists() or path.is_file()) and not os.access(folder, os.W_OK | os.X_OK):
-        return f"--output {path}: cannot create files in {folder} (not writable)"
-    return None
-
-
-class _Output:
-    """The results stream: stdout, or the file of ``--output``.
-
-    A new or regular file is written to a hidden temporary file beside it, fsynced and renamed into
-    place when the run ends, so FILE only ever holds a whole run and a failed run leaves nothing; an
-    interrupted run's rows go to ``FILE.partial`` and FILE is left as it was. Devices and pipes
-    (``/dev/stdout``, a FIFO) are written in place.
-    """
-
-    def __init__(self, stream: TextIO, name: str, final: Path | None = None, tmp: Path | None = None,
-                 is_stdout: bool = False) -> None:
-        self.stream, self.name, self.final, self.tmp, self.is_stdout = stream, name, final, tmp, is_stdout
-        self.encoding = getattr(stream, "encoding", None) or "utf-8"
-
-    @classmethod
-    def open(cls, target: Path | None) -> _Output:
-        """Open where results go; raises OSError when the file cannot be created."""
-        if target is None:
-            with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
-                sys.stdout.reconfigure(errors="backslashreplace")  # a name the terminal's encoding lacks
-            return cls(sys.stdout, "stdout", is_stdout=True)
-        if target.exists() and not target.is_file():
-            return cls(open(target, "w", encoding="utf-8", errors="backslashreplace"), str(target))
-        final = target.resolve()  # a symlink keeps pointing at the new results
-        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        if final.exists():
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, stat.S_IMODE(final.stat().st_mode))
-        return cls(open(fd, "w", encoding="utf-8", errors="backslashreplace"), str(target), final, tmp)
-
-    def write(self, text: str) -> None:
-        try:
-            self.stream.write(text)
-        except OSError as exc:
-            raise _OutputError(self.name, exc, self.is_stdout) from None
-
-    def flush(self) -> None:
-        try:
-            self.stream.flush()
-        except OSError as exc:
-            raise _OutputError(self.name, exc, self.is_stdout) from None
-
-    def isatty(self) -> bool:
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            return self.stream.isatty()
-        return False
-
-    def commit(self, interrupted: bool) -> str | None:
-        """Flush and put the file in place; returns where the results are (None: stdout)."""
-        self.flush()
-        if self.is_stdout:
-            return None
-        try:
-            if self.tmp is not None:
-                os.fsync(self.stream.fileno())
-            self.stream.close()
-            if self.tmp is None:
-                return self.name
-            dest = self.final.with_name(self.final.name + ".partial") if interrupted else self.final
-            os.replace(self.tmp, dest)
-        except OSError as exc:
-            raise _OutputError(self.name, exc, False) from None
-        self.tmp = None
-        _fsync_folder(dest.parent)
-        if not interrupted:
-            return self.name
-        return str(dest) if Path(self.name).is_symlink() else f"{self.name}.partial"  # the name as the user gave it
-
-    def discard(self) -> None:
-        """After a failure: close, and remove the temporary file so nothing half-written is left."""
-        if not self.is_stdout:
-            with contextlib.suppress(OSError):
-                self.stream.close()
-        if self.tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _output_failed(exc: _OutputError) -> typer.Exit:
     """A write error: one line and exit 2; a reader that went away (``| head``): quiet, like SIGPIPE."""
     if exc.stdout:  # the interpreter's last flush of stdout would fail again, with a traceback of its own
@@ -502,112 +246,6 @@ def _output_failed(exc: _OutputError) -> typer.Exit:
     if exc.errno == errno.EPIPE:
         return typer.Exit(EXIT_BROKEN_PIPE)
     return _fail(f"cannot write results to {exc.name}: {exc.strerror}")
-
-
-# --- the formats: one writer each ------------------------------------------------------------------------------
-
-
-class _Writer:
-    """Turns predictions into one output format; ``table`` and ``json`` render at the end."""
-
-    streams = False  # True: each row is written and flushed as it comes
-
-    def __init__(self, out: _Output, clf) -> None:
-        self.out, self.clf, self.rows = out, clf, []
-
-    def begin(self) -> None:
-        """Before the first row."""
-
-    def add(self, result) -> None:
-        self.rows.append(result)
-
-    def end(self, tally: _Tally) -> None:
-        """After the last row, or after Ctrl-C with the rows done."""
-
-
-class _Table(_Writer):
-    def end(self, tally: _Tally) -> None:
-        self.out.write(_table(self.rows, self.out.encoding))
-
-
-class _Json(_Writer):
-    def end(self, tally: _Tally) -> None:
-        data = {"model": _model_summary(self.clf), "results": [r.to_dict() for r in self.rows], "summary": tally.to_dict()}
-        self.out.write(json.dumps(_json_safe(data), indent=2) + "\n")
-
-
-class _JsonLines(_Writer):
-    """One JSON object a row, then ``{"summary": {...}}``; each line flushed as it comes."""
-
-    streams = True
-
-    def add(self, result) -> None:
-        self._line(result.to_dict())
-
-    def end(self, tally: _Tally) -> None:
-        self._line({"summary": {"model": _model_summary(self.clf), **tally.to_dict()}})
-
-    def _line(self, data: dict) -> None:
-        self.out.write(json.dumps(_json_safe(data)) + "\n")
-        self.out.flush()
-
-
-class _Csv(_Writer):
-    """The CSV columns below, each row flushed as it comes; names and messages escaped like the table's."""
-
-    streams = True
-    COLUMNS = ("source", "frame", "probability", "label", "reason", "message")
-
-    def begin(self) -> None:
-        self._csv = csv.writer(self.out, lineterminator="\n")
-        self._line(self.COLUMNS)
-
-    def add(self, r) -> None:
-        self._line([_printable(r.source), "" if r.frame is None else r.frame,
-                    "" if r.probability is None else f"{r.probability:.6f}", _printable(r.label or ""),
-                    r.reason or "", _printable(r.message or "")])
-
-    def _line(self, fields) -> None:
-        self._csv.writerow(fields)
-        self.out.flush()
-
-
-#: One writer per ``--format``.
-WRITERS: dict[OutputFormat, type[_Writer]] = {
-    OutputFormat.table: _Table, OutputFormat.json: _Json, OutputFormat.jsonl: _JsonLines, OutputFormat.csv: _Csv,
-}
-
-
-def _table(results, encoding: str = "utf-8") -> str:
-    """The rows as a table for ``encoding``; every cell is plain text (no rich markup), unsafe characters
-    escaped, and characters the encoding lacks escaped before the columns are measured."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    def fit(text: str) -> str:
-        return _printable(text).encode(encoding, "backslashreplace").decode(encoding)
-
-    table = Table(show_edge=False, header_style="bold", box=box.HEAVY_HEAD if fit("━┃") == "━┃" else box.ASCII2)
-    for col, justify in (("source", "left"), ("frame", "right"), ("probability", "right"), ("label", "left"), ("error", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
-    for r in results:
-        cells = (r.source, "" if r.frame is None else str(r.frame),
-                 "" if r.probability is None else f"{r.probability:.4f}", r.label or "", r.error or "")
-        table.add_row(*(Text(fit(cell)) for cell in cells))
-    console = Console(file=io.StringIO(), width=max(100, Console().width), soft_wrap=False,
-                      markup=False, emoji=False, highlight=False)
-    with console.capture() as cap:
-        console.print(table)
-    return cap.get()
-
-
-def _model_summary(clf) -> dict:
-    m = clf.manifest
-    return {"name": m.name, "version": m.version, "artifact": clf.artifact.format, "sha256": clf.artifact.sha256,
-            "provider": clf.provider, "threshold": clf.threshold, "labels": list(m.labels),
-            "synthetic_training_data": m.synthetic_training_data, "notice": m.notice}
 
 
 def _summary(tally: _Tally, clf, where: str | None, verbose: bool) -> None:
@@ -700,7 +338,6 @@ def _route_warnings() -> None:
     stderr by default, that is a channel for patient data. ``ASINFER_DEBUG=1`` shows them, still elided.
     """
     import logging
-    import re
     import warnings
 
     log = logging.getLogger("asinfer.warnings")
