@@ -118,13 +118,33 @@ class DicomReader:
             raise InputError("corrupt-pixel-data", f"the {_ts_name(self.ts)} decoder gave up on this pixel "
                                                    f"data: {_one_line(exc)}") from None
 
+    def _check_jpeg_bits(self, frame: bytes) -> None:
+        """JPEG holds at most 16 bits a sample, in 8- or 16-bit words; gdcm aborts the process otherwise."""
+        if self.ts not in _JPEG:
+            return
+        precision = (jpeg_sof(frame) or (0, 0, 0, 0))[3]
+        if self.bits not in (8, 16) or precision > self.bits:
+            raise InputError("corrupt-pixel-data", f"{precision}-bit JPEG data in BitsAllocated {self.bits}")
+        if self.ts not in _JPEG_LS and self.bits == 8 and self.stored != 8:
+            raise InputError("corrupt-pixel-data", f"8-bit JPEG data with BitsStored {self.stored}")
+
     def _syntax_hint(self) -> dict:
-        """For a dataset without a meta group, the transfer syntax pydicom found it in (iter_pixels needs one)."""
+        """iter_pixels options: the transfer syntax for a dataset without a meta group, and the decoder plugin.
+
+        gdcm, pydicom's first choice for JPEG, JPEG-LS and JPEG 2000, throws C++ exceptions on damaged
+        codestreams that its bindings do not catch: the process aborts and the whole batch is lost.
+        Where another installed plugin decodes the syntax, it is used instead.
+        """
         from pydicom.uid import UID
 
+        options = {}
         meta = getattr(self.ds, "file_meta", None)
-        has_own = meta is not None and meta.get("TransferSyntaxUID")
-        return {} if has_own or not self.ts else {"transfer_syntax_uid": UID(self.ts)}
+        if self.ts and not (meta is not None and meta.get("TransferSyntaxUID")):
+            options["transfer_syntax_uid"] = UID(self.ts)
+        plugin = _safe_plugin(self.ts)
+        if plugin:
+            options["decoding_plugin"] = plugin
+        return options
 
     def _decode_error(self, exc: BaseException) -> InputError:
         text = _one_line(exc)
@@ -154,8 +174,7 @@ class DicomReader:
                 if components != self.samples:  # gdcm aborts the whole process on this mismatch
                     raise InputError("corrupt-pixel-data", f"frame {index} has {components} component(s) in its "
                                                            f"codestream, but the header says {self.samples}")
-                if self.ts in _JPEG - _JPEG_LS and self.bits == 8 and self.stored != 8:  # gdcm aborts on this too
-                    raise InputError("corrupt-pixel-data", f"8-bit JPEG data with BitsStored {self.stored}")
+                self._check_jpeg_bits(frame)
         except InputError:
             raise
         except MemoryError:
@@ -270,35 +289,43 @@ def _inflate(source, target, limit: int) -> None:
             return
 
 
-class _BoundedFile(io.FileIO):
-    """A file whose ``read(n)`` never asks for more than is left: a 6 KB file declaring a 1 GiB element must not
-    make the parser allocate 1 GiB before it finds out. pydicom reopens deferred values with this class too."""
+MAX_READS = 500_000  # reads while parsing a header: about one per element; real headers need a few thousand
+
+
+class _Guarded:
+    """Reads for pydicom's header parser: never more than is left, and not endlessly.
+
+    A 6 KB file declaring a 1 GiB element must not make the parser allocate 1 GiB before it finds out;
+    16 MB of zeros inside a sequence parse as 2 million empty elements (7 s, 0.7 GB), and nested
+    sequences are read without pydicom's ``stop_when`` hook, so the reads themselves are counted.
+    """
+
+    _reads = 0
+    _size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self._reads += 1
+        if self._reads > MAX_READS:
+            raise InputError("unreadable", f"the header needs more than {MAX_READS:,} reads: not a DICOM header, "
+                                           f"or a damaged one")
+        left = max(0, self._size - self.tell())
+        return super().read(left if size is None or size < 0 else min(size, left))
+
+
+class _BoundedFile(_Guarded, io.FileIO):
+    """A file read through :class:`_Guarded`; pydicom reopens deferred values with this class too."""
 
     def __init__(self, name, mode: str = "rb", *args, **kwargs) -> None:
         super().__init__(name, mode, *args, **kwargs)
         self._size = os.fstat(self.fileno()).st_size
 
-    def read(self, size: int = -1) -> bytes:
-        left = max(0, self._size - self.tell())
-        return super().read(left if size is None or size < 0 else min(size, left))
 
+class _BoundedBytes(_Guarded, io.BytesIO):
+    """Bytes read through :class:`_Guarded`."""
 
-MAX_ELEMENTS = 100_000  # top-level header elements; real headers have hundreds
-
-
-class _ElementGuard:
-    """pydicom's ``stop_when`` hook, used as a counter: a stream of garbage read as thousands of empty
-    elements (16 KB parsed as 2 million of them took 7 s and 0.7 GB) is refused early."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, tag, vr, length) -> bool:
-        self.count += 1
-        if self.count > MAX_ELEMENTS:
-            raise InputError("unreadable", f"more than {MAX_ELEMENTS:,} elements in the header: not a DICOM "
-                                           f"header, or a damaged one")
-        return False
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self._size = len(data)
 
 
 def _header(path: Path):
@@ -308,12 +335,14 @@ def _header(path: Path):
     from pydicom.filereader import read_partial
 
     try:
-        if path.stat().st_size <= IN_MEMORY_HEADER:  # small: parsed from memory, where a read never over-asks
-            with io.BytesIO(path.read_bytes()) as fh:
-                ds = read_partial(fh, _ElementGuard(), force=True)
+        if path.stat().st_size <= IN_MEMORY_HEADER:  # small: parsed from memory
+            with _BoundedBytes(path.read_bytes()) as fh:
+                ds = read_partial(fh, force=True)
         else:
             with _BoundedFile(str(path), "rb") as fh:  # a str name: pydicom reopens it for deferred values
-                ds = read_partial(fh, _ElementGuard(), defer_size=64 << 10, force=True)
+                ds = read_partial(fh, defer_size=64 << 10, force=True)
+    except InputError:
+        raise
     except InvalidDicomError as exc:
         raise InputError("not-an-image", f"not a DICOM file: {_one_line(exc)}") from None
     except (EOFError, struct.error) as exc:
@@ -441,6 +470,23 @@ def _codestream_size(frame: bytes, ts: str) -> tuple[int, int, int] | None:
     xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", frame[siz + 8:siz + 24])
     (components,) = struct.unpack(">H", frame[siz + 40:siz + 42])
     return xsiz - xosiz, ysiz - yosiz, components
+
+
+#: Decoder plugins that raise Python exceptions on damaged data, preferred over gdcm (which aborts).
+_SAFE_PLUGINS = ("pyjpegls", "pylibjpeg", "pillow", "pydicom")
+
+
+def _safe_plugin(ts: str) -> str | None:
+    """The first installed plugin of :data:`_SAFE_PLUGINS` that decodes ``ts``; None leaves pydicom's order."""
+    from pydicom.pixels import get_decoder
+
+    if ts in NATIVE or not ts:
+        return None
+    try:
+        available = get_decoder(ts).available_plugins
+    except Exception:  # an unknown or undecodable syntax: pydicom will say so when decoding
+        return None
+    return next((name for name in _SAFE_PLUGINS if name in available), None)
 
 
 def _decoder_available(ts: str) -> bool:
