@@ -101,8 +101,11 @@ class DicomReader:
 
         # Uncompressed data streams from the file a frame at a time; compressed data is in memory already.
         source = str(self.path) if self.ts in NATIVE else self.ds
+        options = self._syntax_hint()
+        decode = _in_sandbox if _only_gdcm(self.ts) else lambda: iter_pixels(source, **options)
         try:
-            for index, array in enumerate(iter_pixels(source, **self._syntax_hint())):
+            for index, array in enumerate(decode(str(self.path), self.count, options)
+                                          if decode is _in_sandbox else decode()):
                 if index >= self.count:
                     raise InputError("corrupt-pixel-data", f"more frames than NumberOfFrames {self.count}")
                 yield array
@@ -487,6 +490,26 @@ def _safe_plugin(ts: str) -> str | None:
     except Exception:  # an unknown or undecodable syntax: pydicom will say so when decoding
         return None
     return next((name for name in _SAFE_PLUGINS if name in available), None)
+
+
+def _only_gdcm(ts: str) -> bool:
+    """Only gdcm decodes ``ts`` here (JPEG lossless): its frames are decoded in the sandbox process."""
+    from pydicom.pixels import get_decoder
+
+    if ts in NATIVE or not ts or _safe_plugin(ts):
+        return False
+    try:
+        return "gdcm" in get_decoder(ts).available_plugins
+    except Exception:
+        return False
+
+
+def _in_sandbox(path: str, count: int, options: dict) -> Iterator[np.ndarray]:
+    """Frames decoded one by one in the child process of :mod:`._sandbox` (gdcm can abort the process)."""
+    from ._sandbox import sandbox
+
+    for index in range(count):
+        yield sandbox().frame(path, index, options)
 
 
 def _decoder_available(ts: str) -> bool:

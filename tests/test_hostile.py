@@ -400,6 +400,25 @@ def test_malformed_header_values_are_unreadable_not_internal(tmp_path, keyword, 
     assert info.value.reason == "unreadable"
 
 
+def test_a_jpeg_lossless_frame_that_aborts_gdcm_does_not_end_the_run(tmp_path):
+    """gdcm, the only JPEG lossless decoder here, aborts the process on this damage (one byte before a DHT
+    marker); the engine decodes that syntax in a child process, so the row says corrupt and the run goes on."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(dicom_file("SC_rgb_jpeg_gdcm.dcm"))
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    at = frame.find(b"\xff\xc4")
+    ds.PixelData = encapsulate([frame[:at] + b"\x00" + frame[at:]])
+    _save(ds, tmp_path / "a.dcm")
+    shutil.copy(dicom_file("SC_rgb_jpeg_gdcm.dcm"), tmp_path / "b.dcm")
+    result = _run(f"""
+        from asinfer.engine import load_slices
+        RESULT = {{"reasons": [s.reason for s in load_slices({str(tmp_path)!r})]}}
+    """)
+    assert result["reasons"] == ["corrupt-pixel-data", None]
+    assert "terminate" not in result["stderr"] and "gdcm" not in result["stderr"]
+
+
 def test_zero_rows_is_unreadable(tmp_path):
     ds = pydicom.dcmread(dicom_file(MR_SMALL))
     ds.Rows = 0
