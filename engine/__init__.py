@@ -36,6 +36,11 @@ from ._providers import PROVIDERS as PROVIDERS
 from ._providers import SessionConfig as SessionConfig
 from ._providers import available_providers as available_providers
 from ._providers import create_session as create_session
+from ._series import SeriesCollector as SeriesCollector
+from ._series import SeriesResult as SeriesResult
+from ._series import SeriesRule as SeriesRule
+from ._series import SliceIdentity as SliceIdentity
+from ._series import group_series as group_series
 from ._slices import Slice as Slice
 from ._slices import Source as Source
 from ._slices import load_slices as load_slices

@@ -113,7 +113,7 @@ def _pinned(file: Path, art: Artifact, sha256: str | None) -> Artifact:
 
 
 #: Manifest fields that change what a prediction says: manifest.json must agree with the artifact's copy.
-RESULT_FIELDS = ("labels", "threshold", "input", "output", "preprocessing")
+RESULT_FIELDS = ("labels", "threshold", "input", "output", "preprocessing", "series_rule")
 
 
 def check_embedded(session, manifest: Manifest, origin: str) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ._io import MAX_BYTES, MAX_PIXELS
 from ._manifest import Artifact, Manifest
 from ._preprocess import Preprocessor
+from ._series import SeriesCollector, SeriesResult, SeriesRule, SliceIdentity
 from ._slices import Slice, Source, load_slices
 
 log = logging.getLogger("asinfer")
@@ -27,6 +28,8 @@ class Prediction:
         label: the manifest label chosen by the threshold; None on error.
         reason: failure code from ``asinfer.engine.REASONS``; None on success.
         message: one line saying what went wrong; None on success.
+        identity: the DICOM series, study, instance and position of the
+            slice (None for other images): what series grouping reads.
     """
 
     source: str
@@ -35,6 +38,7 @@ class Prediction:
     label: str | None = None
     reason: str | None = None
     message: str | None = None
+    identity: SliceIdentity | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,7 +108,8 @@ class Classifier:
         for item in load_slices(sources, self.preprocessor, max_pixels=self.max_pixels, max_bytes=self.max_bytes,
                                 on_skip=on_skip):
             if not item.ok and not ready:  # nothing before it waits for inference: out it goes, in order
-                yield Prediction(item.source, item.frame, reason=item.reason, message=item.message)
+                yield Prediction(item.source, item.frame, reason=item.reason, message=item.message,
+                                 identity=item.identity)
                 continue
             pending.append(item)
             ready += item.ok
@@ -123,7 +128,47 @@ class Classifier:
         labels = self.manifest.labels
         for s in slices:
             if not s.ok:
-                yield Prediction(s.source, s.frame, reason=s.reason, message=s.message)
+                yield Prediction(s.source, s.frame, reason=s.reason, message=s.message, identity=s.identity)
             else:
                 p = float(next(probs))
-                yield Prediction(s.source, s.frame, p, labels[int(p >= self.threshold)])
+                yield Prediction(s.source, s.frame, p, labels[int(p >= self.threshold)], identity=s.identity)
+
+    @property
+    def series_rule(self) -> SeriesRule:
+        """The bundle's fitted series rule; without one, the consecutive rule at the slice threshold."""
+        if self.manifest.series_rule is not None:
+            return self.manifest.series_rule
+        return SeriesRule("consecutive", self.threshold, fitted_on="none: the slice threshold, no series rule fitted")
+
+    def predict_series(self, sources: Source | Iterable[Source] | None = None, batch_size: int = 8, *,
+                       groups: Mapping[str, Source | Iterable[Source]] | None = None,
+                       strict: bool = False) -> list[SeriesResult]:
+        """Predict every slice and decide each series (see :mod:`asinfer.engine` series docs).
+
+        Args:
+            sources: as for :meth:`predict`; DICOM groups by SeriesInstanceUID,
+                other images by folder, each array on its own.
+            batch_size: slices per inference call.
+            groups: instead of ``sources``, named groups: each name is one
+                series (its slices still ordered by position when DICOM).
+            strict: a series with failed slices gets no decision
+                (``reason`` ``incomplete-series``) instead of one flagged in ``message``.
+
+        Returns:
+            One :class:`SeriesResult` per series, in the order first met.
+
+        Example:
+            >>> [(s.key, s.label, s.score) for s in clf.predict_series("study/")]  # doctest: +SKIP
+            [('1.2.826...', 'AS', 0.91)]
+        """
+        if (sources is None) == (groups is None):
+            raise ValueError("give either sources or groups")
+        collector = SeriesCollector()
+        if groups is None:
+            for p in self.iter_predict(sources, batch_size):
+                collector.add(p)
+        else:
+            for name, members in groups.items():
+                for p in self.iter_predict(members, batch_size):
+                    collector.add(p, group=name)
+        return collector.results(self.series_rule, self.manifest.labels, strict)

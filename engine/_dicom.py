@@ -88,6 +88,20 @@ class DicomReader:
         if self.ts in _JPEG | _J2K:
             self._check_codestreams()
 
+    def identity(self):
+        """Where this file's frames belong (series, study, instance, position); None without a SeriesInstanceUID."""
+        from ._series import SliceIdentity
+
+        series = _text(self.ds, "SeriesInstanceUID").strip()
+        if not series:
+            return None
+        return SliceIdentity(
+            series_uid=series, study_uid=_text(self.ds, "StudyInstanceUID").strip(),
+            sop_uid=_text(self.ds, "SOPInstanceUID").strip(), sop_class_uid=_text(self.ds, "SOPClassUID").strip(),
+            instance_number=_safe_count(self.ds, "InstanceNumber") or None,
+            position=_numbers(self.ds, "ImagePositionPatient", 3), orientation=_numbers(self.ds, "ImageOrientationPatient", 6),
+            modality=_text(self.ds, "Modality").strip(), series_description=_text(self.ds, "SeriesDescription").strip())
+
     @property
     def info(self) -> dict[str, Any]:
         """Non-identifying facts about the file (a malformed one is left empty: it decides nothing)."""
@@ -402,6 +416,16 @@ def _text(ds, keyword: str) -> str:
         return str(ds.get(keyword, "") or "")
     except _PARSE_ERRORS:
         return ""
+
+
+def _numbers(ds, keyword: str, count: int) -> tuple[float, ...] | None:
+    """``count`` finite decimals of a multi-valued element, or None when absent or malformed."""
+    try:
+        raw = ds.get(keyword)
+        values = tuple(float(v) for v in (raw if _is_multi(raw) else [raw])) if raw is not None else ()
+    except Exception:
+        return None
+    return values if len(values) == count and all(math.isfinite(v) for v in values) else None
 
 
 def _safe_count(ds, keyword: str) -> int:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ._errors import InputError
+from ._series import SliceIdentity
 
 #: Pixel-count limit per file (all frames together): a guard against
 #: decompression bombs. 2**28 is 16 frames of 4096x4096, far beyond any MR series.
@@ -103,6 +104,8 @@ class Frame:
         info: non-identifying facts (format, modality, transfer syntax...).
         rescale: DICOM modality LUT ``(slope, intercept)``: values are
             ``pixels * slope + intercept``.
+        identity: the DICOM series, study, instance and position this frame
+            belongs to (:class:`SliceIdentity`); None for other images.
     """
 
     pixels: np.ndarray
@@ -112,6 +115,7 @@ class Frame:
     invert: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     rescale: tuple[float, float] = (1.0, 0.0)
+    identity: SliceIdentity | None = None
 
 
 class Reader:
@@ -120,8 +124,9 @@ class Reader:
     Made by :func:`open_reader`; :meth:`frames` decodes and yields them (once).
     """
 
-    def __init__(self, source: str, count: int, nbytes: int, frames: Callable[[], Iterator[Frame]]) -> None:
-        self.source, self.count, self.nbytes = source, count, nbytes
+    def __init__(self, source: str, count: int, nbytes: int, frames: Callable[[], Iterator[Frame]],
+                 identity: SliceIdentity | None = None) -> None:
+        self.source, self.count, self.nbytes, self.identity = source, count, nbytes, identity
         self._frames = frames
 
     def frames(self) -> Iterator[Frame]:
@@ -379,13 +384,15 @@ def _dicom_reader(path: Path, limits: ReadLimits) -> Reader:
     invert = dicom.photometric == "MONOCHROME1"
     rescale = dicom.rescale if grey else (1.0, 0.0)
     info = dicom.info
+    identity = dicom.identity()
 
     def frames() -> Iterator[Frame]:
         for index, array in enumerate(dicom.frames()):
             pixels = _dicom_grey(array, dicom.photometric)
-            yield Frame(_native(pixels), str(path), index, window, invert, dict(info), rescale)
+            where = None if identity is None else replace(identity, frame=index)
+            yield Frame(_native(pixels), str(path), index, window, invert, dict(info), rescale, where)
 
-    return Reader(str(path), dicom.count, dicom.nbytes, frames)
+    return Reader(str(path), dicom.count, dicom.nbytes, frames, identity)
 
 
 def _dicom_grey(array: np.ndarray, photometric: str) -> np.ndarray:

@@ -25,8 +25,9 @@ from ._errors import ModelError
 from ._formats import FORMATS
 from ._parity import ParityRecord, record_from_dict
 from ._schema import SchemaError, build_dataclass, to_json_data
+from ._series import SeriesRule
 
-SCHEMA_VERSION = 2  # 2: typed parity records (reference, intervals, verdict); 1 is still read
+SCHEMA_VERSION = 3  # 3: series_rule; 2: typed parity records (reference, intervals, verdict); 1 and 2 still read
 METADATA_KEY = "asinfer.manifest"
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is kilobytes; refuse to parse a runaway file
@@ -106,6 +107,7 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, ParityRecord] = field(default_factory=dict)
+    series_rule: SeriesRule | None = None  # how slice probabilities become a series decision (fitted on validation)
     tools: dict[str, str] = field(default_factory=dict)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -165,6 +167,7 @@ class Manifest:
             ModelError: naming the field and the valid values.
         """
         problems = [*_label_problems(self.labels), *_threshold_problems(self.threshold),
+                    *(self.series_rule.validate() if self.series_rule is not None else []),
                     *_input_problems(self.input), *(["output.name is empty"] if not self.output.name else []),
                     *_preprocess_problems(self.preprocessing),
                     *(p for art in self.artifacts for p in _artifact_problems(art))]

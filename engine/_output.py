@@ -66,6 +66,9 @@ class _Tally:
     failed: int = 0
     skipped: Counter = field(default_factory=Counter)  # why -> entries a folder walk passed over on purpose
     interrupted: bool = False
+    series: int = 0
+    series_positive: int = 0
+    series_undecided: int = 0
 
     def add(self, result) -> None:
         if result.ok:
@@ -74,9 +77,16 @@ class _Tally:
         else:
             self.failed += 1
 
+    def add_series(self, results) -> None:
+        self.series = len(results)
+        self.series_positive = sum(r.label == self.positive_label for r in results)
+        self.series_undecided = sum(r.label is None for r in results)
+
     def to_dict(self) -> dict:
         return {"predicted": self.predicted, "positive": self.positive, "failed": self.failed,
-                "skipped": sum(self.skipped.values()), "interrupted": self.interrupted}
+                "skipped": sum(self.skipped.values()), "series": self.series,
+                "series_positive": self.series_positive, "series_undecided": self.series_undecided,
+                "interrupted": self.interrupted}
 
 
 # --- where results go ------------------------------------------------------------------------------------------
@@ -197,18 +207,31 @@ def _fsync_folder(folder: Path) -> None:
 
 
 class _Writer:
-    """Turns predictions into one output format; ``table`` and ``json`` render at the end."""
+    """Turns predictions, then series results, into one output format; ``table`` and ``json`` render at the end.
+
+    ``by`` is ``slice``, ``series`` or ``both``: which rows this output carries.
+    """
 
     streams = False  # True: each row is written and flushed as it comes
 
-    def __init__(self, out: _Output, clf) -> None:
-        self.out, self.clf, self.rows = out, clf, []
+    def __init__(self, out: _Output, clf, by: str = "both") -> None:
+        self.out, self.clf, self.by, self.rows, self.series_rows = out, clf, by, [], []
+
+    @property
+    def slices(self) -> bool:
+        return self.by in ("slice", "both")
 
     def begin(self) -> None:
         """Before the first row."""
 
     def add(self, result) -> None:
-        self.rows.append(result)
+        if self.slices:
+            self.rows.append(result)
+
+    def series(self, results) -> None:
+        """The series decisions, once every slice is in."""
+        if self.by != "slice":
+            self.series_rows.extend(results)
 
     def end(self, tally: _Tally) -> None:
         """After the last row, or after Ctrl-C with the rows done."""
@@ -216,22 +239,36 @@ class _Writer:
 
 class _Table(_Writer):
     def end(self, tally: _Tally) -> None:
-        self.out.write(_table(self.rows, self.out.encoding))
+        parts = [_table(self.rows, self.out.encoding)] if self.slices else []
+        if self.series_rows:
+            parts.append(_series_table(self.series_rows, self.out.encoding))
+        self.out.write("\n".join(parts))
 
 
 class _Json(_Writer):
     def end(self, tally: _Tally) -> None:
-        data = {"model": _model_summary(self.clf), "results": [r.to_dict() for r in self.rows], "summary": tally.to_dict()}
+        data = {"model": _model_summary(self.clf)}
+        if self.slices:
+            data["results"] = [r.to_dict() for r in self.rows]
+        if self.by != "slice":
+            data["series"] = [s.to_dict() for s in self.series_rows]
+        data["summary"] = tally.to_dict()
         self.out.write(json.dumps(_json_safe(data), indent=2) + "\n")
 
 
 class _JsonLines(_Writer):
-    """One JSON object a row, then ``{"summary": {...}}``; each line flushed as it comes."""
+    """One JSON object a slice row, one ``{"series": {...}}`` a series, then ``{"summary": {...}}``; each flushed."""
 
     streams = True
 
     def add(self, result) -> None:
-        self._line(result.to_dict())
+        if self.slices:
+            self._line(result.to_dict())
+
+    def series(self, results) -> None:
+        if self.by != "slice":
+            for s in results:
+                self._line({"series": s.to_dict()})
 
     def end(self, tally: _Tally) -> None:
         self._line({"summary": {"model": _model_summary(self.clf), **tally.to_dict()}})
@@ -242,19 +279,30 @@ class _JsonLines(_Writer):
 
 
 class _Csv(_Writer):
-    """The CSV columns below, each row flushed as it comes; names and messages escaped like the table's."""
+    """Slice rows (``--by slice``) or series rows (``--by series``), flushed as they come; names escaped."""
 
     streams = True
     COLUMNS = ("source", "frame", "probability", "label", "reason", "message")
+    SERIES_COLUMNS = ("series", "grouped_by", "description", "slices", "failed", "duplicates", "score", "label",
+                      "reason", "message", "driving")
 
     def begin(self) -> None:
         self._csv = csv.writer(self.out, lineterminator="\n")
-        self._line(self.COLUMNS)
+        self._line(self.COLUMNS if self.slices else self.SERIES_COLUMNS)
 
     def add(self, r) -> None:
-        self._line([_printable(r.source), "" if r.frame is None else r.frame,
-                    "" if r.probability is None else f"{r.probability:.6f}", _printable(r.label or ""),
-                    r.reason or "", _printable(r.message or "")])
+        if self.slices:
+            self._line([_printable(r.source), "" if r.frame is None else r.frame,
+                        "" if r.probability is None else f"{r.probability:.6f}", _printable(r.label or ""),
+                        r.reason or "", _printable(r.message or "")])
+
+    def series(self, results) -> None:
+        if self.slices:
+            return
+        for s in results:
+            self._line([_printable(s.key), s.grouped_by, _printable(s.description), s.n_slices, s.n_failed,
+                        s.n_duplicates, "" if s.score is None else f"{s.score:.6f}", _printable(s.label or ""),
+                        s.reason or "", _printable(s.message or ""), _printable(_driving(s))])
 
     def _line(self, fields) -> None:
         self._csv.writerow(fields)
@@ -265,11 +313,25 @@ class _Csv(_Writer):
 WRITERS: dict[str, type[_Writer]] = {"table": _Table, "json": _Json, "jsonl": _JsonLines, "csv": _Csv}
 
 
-def _table(results, encoding: str = "utf-8") -> str:
-    """The rows as a table for ``encoding``; every cell is plain text (no rich markup), unsafe characters
-    escaped, and characters the encoding lacks escaped before the columns are measured."""
-    from rich import box
+def _driving(s) -> str:
+    """The slices that drove a series decision, as ``file#frame`` joined by ``;``."""
+    return ";".join(f"{Path(source).name}#{frame}" if frame is not None else Path(source).name
+                    for source, frame in s.driving)
+
+
+def _render(table, encoding: str) -> str:
     from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=max(100, Console().width), soft_wrap=False,
+                      markup=False, emoji=False, highlight=False)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()
+
+
+def _text_table(columns, rows, encoding: str):
+    """A rich Table of plain-text cells: no markup, unsafe characters escaped, missing glyphs escaped."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
@@ -277,17 +339,36 @@ def _table(results, encoding: str = "utf-8") -> str:
         return _printable(text).encode(encoding, "backslashreplace").decode(encoding)
 
     table = Table(show_edge=False, header_style="bold", box=box.HEAVY_HEAD if fit("━┃") == "━┃" else box.ASCII2)
-    for col, justify in (("source", "left"), ("frame", "right"), ("probability", "right"), ("label", "left"), ("error", "left")):
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
-    for r in results:
-        cells = (r.source, "" if r.frame is None else str(r.frame),
-                 "" if r.probability is None else f"{r.probability:.4f}", r.label or "", r.error or "")
+    for cells in rows:
         table.add_row(*(Text(fit(cell)) for cell in cells))
-    console = Console(file=io.StringIO(), width=max(100, Console().width), soft_wrap=False,
-                      markup=False, emoji=False, highlight=False)
-    with console.capture() as cap:
-        console.print(table)
-    return cap.get()
+    return table
+
+
+def _table(results, encoding: str = "utf-8") -> str:
+    """The slice rows as a table for ``encoding``."""
+    columns = (("source", "left"), ("frame", "right"), ("probability", "right"), ("label", "left"), ("error", "left"))
+    rows = [(r.source, "" if r.frame is None else str(r.frame),
+             "" if r.probability is None else f"{r.probability:.4f}", r.label or "", r.error or "") for r in results]
+    return _render(_text_table(columns, rows, encoding), encoding)
+
+
+def _series_table(results, encoding: str = "utf-8") -> str:
+    """One row per series: its key, slices, score, decision and the slices that drove it."""
+    columns = (("series", "left"), ("slices", "right"), ("failed", "right"), ("score", "right"), ("label", "left"),
+               ("driving slices", "left"), ("note", "left"))
+    rows = [(_short(s.key), str(s.n_slices), str(s.n_failed), "" if s.score is None else f"{s.score:.4f}",
+             s.label or "", _driving(s), " ".join(filter(None, [s.reason, s.message,
+                                                                 f"{s.n_duplicates} duplicate(s) left out"
+                                                                 if s.n_duplicates else None])))
+            for s in results]
+    return _render(_text_table(columns, rows, encoding), encoding)
+
+
+def _short(key: str) -> str:
+    """A series key for a table cell: long UIDs keep their last digits, which tell series apart."""
+    return key if len(key) <= 24 else "…" + key[-23:]
 
 
 def _model_summary(clf) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
@@ -22,6 +22,7 @@ import numpy as np
 from ._errors import InputError
 from ._io import MAX_BYTES, MAX_PIXELS, Frame, Reader, ReadLimits, _to_grey, open_reader, walk
 from ._preprocess import Preprocessor
+from ._series import SliceIdentity
 
 log = logging.getLogger("asinfer")
 
@@ -41,6 +42,8 @@ class Slice:
         image: ``(H, W)`` uint8, the model input size; None on failure.
         reason: failure code from ``engine.REASONS``; None on success.
         message: one line saying what is wrong; None on success.
+        identity: the DICOM series and position of the slice (None for
+            other images, and for inputs that failed before their header).
     """
 
     source: str
@@ -49,6 +52,7 @@ class Slice:
     image: np.ndarray | None = None
     reason: str | None = None
     message: str | None = None
+    identity: SliceIdentity | None = None
 
     @property
     def ok(self) -> bool:
@@ -115,7 +119,7 @@ class _Deferred:
     reader: Reader
 
     def stream(self, pre: Preprocessor) -> Iterator[Slice]:
-        frames = _guarded(self.reader.frames(), self.name, self.index)
+        frames = _guarded(self.reader, self.name, self.index)
         for item in pre.map(lambda f: f if isinstance(f, Slice) else _one(pre, self.name, self.index, f), frames,
                             ahead=2 * pre.threads):
             yield item
@@ -134,25 +138,29 @@ def _prepare(pre: Preprocessor, limits: ReadLimits, index: int, name: str, value
     if reader.count > EAGER_FRAMES or reader.nbytes > EAGER_BYTES:
         return _Deferred(index, name, reader)
     return [item if isinstance(item, Slice) else _one(pre, name, index, item)
-            for item in _guarded(reader.frames(), name, index)]
+            for item in _guarded(reader, name, index)]
 
 
-def _guarded(frames: Iterator[Frame], name: str, index: int) -> Iterator[Frame | Slice]:
-    """The frames, then (if decoding stops with an error) one failed Slice for the frame that broke."""
+def _guarded(reader: Reader, name: str, index: int) -> Iterator[Frame | Slice]:
+    """The frames, then (if decoding stops with an error) one failed Slice for the frame that broke.
+
+    That slice keeps the file's series identity: a damaged frame counts against its series.
+    """
     done = 0
     try:
-        for frame in frames:
+        for frame in reader.frames():
             yield frame
             done += 1
     except Exception as exc:
-        yield _failed(name, done if done else None, index, exc)
+        identity = None if reader.identity is None else replace(reader.identity, frame=done)
+        yield replace(_failed(name, done if done else None, index, exc), identity=identity)
 
 
 def _one(pre: Preprocessor, name: str, index: int, frame: Frame) -> Slice:
     try:
-        return Slice(name, frame.index, index, pre.one(frame))
+        return Slice(name, frame.index, index, pre.one(frame), identity=frame.identity)
     except Exception as exc:
-        return _failed(name, frame.index, index, exc)
+        return replace(_failed(name, frame.index, index, exc), identity=frame.identity)
 
 
 def _failed(name: str, frame: int | None, index: int, exc: Exception) -> Slice:

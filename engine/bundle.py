@@ -56,5 +56,6 @@ from ._parity import Verdict as Verdict
 from ._parity import measure_parity as measure_parity
 from ._parity import roc_auc as roc_auc
 from ._schema import SchemaError as SchemaError
+from ._series import SeriesRule as SeriesRule
 from ._schema import build_dataclass as build_dataclass
 from ._schema import to_json_data as to_json_data

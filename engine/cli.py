@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import traceback
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -72,6 +73,12 @@ class OutputFormat(str, Enum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+
+
+class By(str, Enum):
+    slice = "slice"
+    series = "series"
+    both = "both"
 
 
 class ProviderChoice(str, Enum):
@@ -134,11 +141,14 @@ def predict(
     max_pixels: Annotated[int, typer.Option(min=1, max=1 << 34, help="Refuse input files holding more pixels than this (all frames): the decompression-bomb guard.")] = MAX_PIXELS,
     max_memory: Annotated[int, typer.Option(min=1, max=1 << 20, help="MB of decoded image one input may hold at once (a DICOM frame, or a whole PNG/JPEG/TIFF); peak memory is about 3.5x this plus the model.")] = MAX_MEMORY_MB,
     sha256: Annotated[Optional[str], typer.Option(help="Pin the model file to this sha256 (verifies a lone .onnx, which carries no recorded hash).")] = None,
+    by: Annotated[Optional[By], typer.Option(help="Rows to write: slice, series or both [default: both; csv: slice]. DICOM groups by SeriesInstanceUID, other images by folder.")] = None,
+    strict: Annotated[bool, typer.Option(help="A series with a failed slice gets no decision (reason incomplete-series) instead of a flagged one.")] = False,
 ) -> None:
-    """Predict every slice of every input: one row per slice, or per failed input."""
+    """Predict every slice of every input, then decide each series: slice rows, then series rows."""
     from asinfer import engine
 
     sources = _sources(paths)
+    rows = _rows(by, fmt)
     problem = None if output is None else _output_problem(output)
     if problem:
         raise _fail(problem)
@@ -152,10 +162,17 @@ def predict(
     except OSError as exc:
         raise _fail(f"cannot write results to {output}: {exc.strerror or exc}")
     tally = _Tally(clf.manifest.labels[1])
-    writer = WRITERS[fmt.value](out, clf)
+    writer = WRITERS[fmt.value](out, clf, rows)
+    collector = engine.SeriesCollector()
     try:
         writer.begin()
-        _run(clf, sources, batch_size, writer, tally, verbose)
+        _run(clf, sources, batch_size, writer, tally, verbose, collector)
+        series = collector.results(clf.series_rule, clf.manifest.labels, strict)
+        if tally.interrupted:  # some of their slices were never read: no decision from a part of a series
+            series = [replace(s, score=None, label=None, driving=(), reason="interrupted",
+                              message="the run was stopped before every slice was read") for s in series]
+        tally.add_series(series)
+        writer.series(series)
         writer.end(tally)
         where = out.commit(tally.interrupted)
     except _OutputError as exc:
@@ -176,7 +193,16 @@ def _sources(paths: list[str]) -> list[Path]:
     return [Path(path) for path in paths]
 
 
-def _run(clf, sources: list[Path], batch_size: int, writer: _Writer, tally: _Tally, verbose: bool) -> None:
+def _rows(by, fmt) -> str:
+    """Which rows the output carries; CSV holds one kind of row."""
+    chosen = by.value if by is not None else ("slice" if fmt is OutputFormat.csv else "both")
+    if fmt is OutputFormat.csv and chosen == "both":
+        raise _fail("csv holds one kind of row: use --by slice or --by series (or --format jsonl for both)")
+    return chosen
+
+
+def _run(clf, sources: list[Path], batch_size: int, writer: _Writer, tally: _Tally, verbose: bool,
+         collector) -> None:
     """Hand each prediction to ``writer`` as it comes; Ctrl-C ends the run and keeps what is done."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -201,6 +227,7 @@ def _run(clf, sources: list[Path], batch_size: int, writer: _Writer, tally: _Tal
             for result in results:
                 writer.add(result)
                 tally.add(result)
+                collector.add(result)
                 progress.advance(task)
                 if stop.requested:
                     break
@@ -254,6 +281,10 @@ def _summary(tally: _Tally, clf, where: str | None, verbose: bool) -> None:
     lines = [f"{tally.predicted} slices predicted ({tally.positive} {m.labels[1]}), {tally.failed} failed; "
              f"model {m.name} {m.version}, {clf.artifact.format} on {clf.provider}"
              + (f"; results in {where}" if where else "")]
+    if tally.series:
+        undecided = f", {tally.series_undecided} without a decision" if tally.series_undecided else ""
+        lines.append(f"{tally.series} series ({tally.series_positive} {m.labels[1]}{undecided}); series rule "
+                     f"{clf.series_rule.kind} at {clf.series_rule.threshold:g}")
     if tally.skipped:
         total = sum(tally.skipped.values())
         kinds = ", ".join(f"{n} {why}" for why, n in tally.skipped.most_common())

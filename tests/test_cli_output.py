@@ -112,10 +112,12 @@ def test_control_characters_and_non_utf8_names_are_escaped(here, tiny_bundle):
         pytest.skip("this file system refuses names that are not UTF-8")
     png(here / "in" / "evil\x1b[2J\nfake.png")
 
-    table = invoke("predict", "in", "-m", tiny_bundle)
+    table = invoke("predict", "in", "-m", tiny_bundle, "--by", "slice")
     assert table.exit_code == 0, table.output
     assert "in/caf\\xe9.png" in table.stdout and "in/evil\\x1b[2J\\nfake.png" in table.stdout
     assert "\x1b" not in table.stdout and len(table.stdout.strip().splitlines()) == 2 + 2  # header, rule, 2 rows
+    with_series = invoke("predict", "in", "-m", tiny_bundle)  # the series table names the same files, escaped
+    assert "\x1b" not in with_series.stdout and "evil\\x1b[2J\\nfake.png#0" in with_series.stdout
 
     for fmt in ("csv", "json", "jsonl"):
         result = invoke("predict", "in", "-m", tiny_bundle, "-f", fmt, "-o", f"out.{fmt}")
@@ -235,8 +237,9 @@ def test_sigint_keeps_the_streamed_rows_and_exits_130(slow_folder, tiny_bundle):
     err = child.stderr.read()
     assert child.wait(timeout=30) == 130, err
     objects = [json.loads(line) for line in lines]
-    rows, summary = objects[:-1], objects[-1]["summary"]
+    rows, summary = [o for o in objects if "source" in o], objects[-1]["summary"]
     assert 1 <= len(rows) < 200 and all(r["label"] in ("AS", "no AS") for r in rows)
+    assert summary["series"] == summary["series_undecided"] == 1  # part of a series gets no decision
     assert summary["interrupted"] is True and summary["predicted"] == len(rows)
     assert f"interrupted: stopped after {len(rows)} row" in err and "Traceback" not in err
 
@@ -353,9 +356,10 @@ def test_summary_counts_skipped_entries_and_verbose_lists_them(two_pngs, classif
 def test_jsonl_is_one_object_a_row_then_the_summary_and_csv_keeps_its_columns(two_pngs, tiny_bundle):
     result = invoke("predict", two_pngs, "-m", tiny_bundle, "-f", "jsonl")
     objects = [json.loads(line) for line in result.stdout.splitlines()]
-    assert result.exit_code == 0 and len(objects) == 3
+    assert result.exit_code == 0 and len(objects) == 4  # two slice rows, the folder's series, the summary
     assert [o["source"] for o in objects[:2]] == ["in/a.png", "in/b.png"]
-    assert set(objects[0]) == {"source", "frame", "probability", "label", "reason", "message"}
-    assert objects[2]["summary"]["predicted"] == 2 and objects[2]["summary"]["model"]["name"]
+    assert set(objects[0]) == {"source", "frame", "probability", "label", "reason", "message", "identity"}
+    assert objects[2]["series"]["n_slices"] == 2 and objects[2]["series"]["grouped_by"] == "folder"
+    assert objects[3]["summary"]["predicted"] == 2 and objects[3]["summary"]["model"]["name"]
     header = invoke("predict", two_pngs, "-m", tiny_bundle, "-f", "csv").stdout.splitlines()[0]
     assert header == "source,frame,probability,label,reason,message"

@@ -1,0 +1,192 @@
+"""Series: grouping, ordering through the body, duplicates, failed slices, and the series rule."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from asinfer.engine import Prediction, SeriesRule, SliceIdentity, group_series
+
+from conftest import rng_image
+
+LABELS = ("no AS", "AS")
+
+
+@pytest.fixture(scope="module")
+def two_series(tmp_path_factory) -> tuple[Path, list]:
+    """Two phantom DICOM series (4 slices each), written flat into one folder."""
+    from asinfer.trainer.phantoms import write_dataset
+
+    root = tmp_path_factory.mktemp("series")
+    write_dataset(root / "data", patients=2, slices=4, fmt="dicom", seed=3, size=64)
+    flat = root / "flat"
+    flat.mkdir()
+    files = sorted((root / "data").rglob("*.dcm"))
+    for f in files:
+        shutil.copy(f, flat / f.name)
+    return flat, files
+
+
+def _keys(results):
+    return sorted((r.key, r.n_slices) for r in results)
+
+
+def test_several_series_in_one_folder_are_told_apart_and_ordered_by_position(classifier, two_series):
+    flat, _ = two_series
+    results = classifier.predict_series(flat)
+    assert len(results) == 2 and all(r.grouped_by == "series-uid" and r.n_slices == 4 for r in results)
+    for r in results:
+        locations = [p.identity.location() for p in r.slices]
+        assert locations == sorted(locations) and r.ordered_by == "position"
+        assert r.description.startswith("SYNTHETIC") and r.modality == "MR" and r.study_uid
+
+
+def test_one_series_over_several_folders_and_shuffled_order_is_one_series(classifier, two_series, tmp_path):
+    _, files = two_series
+    names = [f.name for f in files]
+    random.Random(1).shuffle(names)
+    sources = []
+    for i, name in enumerate(names):  # each file in a folder of its own, in shuffled order
+        folder = tmp_path / f"part{i}"
+        folder.mkdir()
+        shutil.copy(next(f for f in files if f.name == name), folder / name)
+        sources.append(folder)
+    shuffled = classifier.predict_series(sources)
+    reference = classifier.predict_series(two_series[0])
+    assert _keys(shuffled) == _keys(reference)
+    by_key = {r.key: r for r in reference}
+    for r in shuffled:
+        assert [p.identity.sop_uid for p in r.slices] == [p.identity.sop_uid for p in by_key[r.key].slices]
+        assert r.score == pytest.approx(by_key[r.key].score)
+
+
+def test_a_duplicate_sop_instance_counts_once_and_is_reported(classifier, two_series, tmp_path):
+    flat, files = two_series
+    shutil.copytree(flat, tmp_path / "a")
+    shutil.copy(files[0], tmp_path / "a" / "copy of first.dcm")
+    results = classifier.predict_series(tmp_path / "a")
+    assert sorted(r.n_duplicates for r in results) == [0, 1] and all(r.n_slices == 4 for r in results)
+
+
+def test_a_failed_slice_is_reported_in_its_series_and_strict_withholds_the_decision(classifier, two_series, tmp_path):
+    import pydicom
+
+    flat, files = two_series
+    shutil.copytree(flat, tmp_path / "a")
+    victim = tmp_path / "a" / files[1].name
+    ds = pydicom.dcmread(victim)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]  # cut: this slice fails after its header was read
+    ds.save_as(victim, enforce_file_format=True)
+    results = {r.n_failed: r for r in classifier.predict_series(tmp_path / "a")}
+    damaged = results[1]
+    assert damaged.n_slices == 3 and damaged.label in LABELS and "1 slice(s) failed" in damaged.message
+    assert results[0].message is None
+    strict = {r.n_failed: r for r in classifier.predict_series(tmp_path / "a", strict=True)}
+    assert strict[1].label is None and strict[1].reason == "incomplete-series" and strict[0].ok
+
+
+def test_images_group_by_folder_and_groups_can_be_named(classifier, tmp_path):
+    for folder, n in (("left", 2), ("right", 3)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / folder / f"{i}.png"), rng_image((32, 32), seed=i))
+    results = classifier.predict_series(tmp_path)
+    assert _keys(results) == [(str(tmp_path / "left"), 2), (str(tmp_path / "right"), 3)]
+    assert all(r.grouped_by == "folder" and r.ordered_by == "file-name" for r in results)
+    named = classifier.predict_series(groups={"arrays": [rng_image((32, 32)), rng_image((32, 32), seed=2)]})
+    assert [(r.key, r.n_slices, r.grouped_by) for r in named] == [("arrays", 2, "group")]
+    with pytest.raises(ValueError, match="either sources or groups"):
+        classifier.predict_series(tmp_path, groups={"x": []})
+
+
+def _p(prob: float, z: float, uid: str = "1.2.3", sop: str | None = None) -> Prediction:
+    identity = SliceIdentity(series_uid=uid, sop_uid=sop or f"{uid}.{z}", position=(0.0, 0.0, z),
+                             orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    return Prediction(f"/x/{z}.dcm", 0, prob, LABELS[prob >= 0.5], identity=identity)
+
+
+def test_consecutive_rule_needs_two_neighbours_or_one_clear_slice():
+    rule = SeriesRule("consecutive", threshold=0.5, single_slice_threshold=0.95)
+    apart = [_p(0.9, 0), _p(0.1, 5), _p(0.8, 10)]  # two high slices, not neighbours
+    (r,) = group_series(apart, rule, LABELS)
+    assert r.score == pytest.approx(0.1) and r.label == "no AS"
+    together = [_p(0.9, 0), _p(0.8, 5), _p(0.1, 10)]
+    (r,) = group_series(together[::-1], rule, LABELS)  # order of arrival does not matter: position does
+    assert r.score == pytest.approx(0.8) and r.label == "AS"
+    assert [s for s, _ in r.driving] == ["/x/0.dcm", "/x/5.dcm"]
+    clear = [_p(0.1, 0), _p(0.97, 5), _p(0.1, 10)]
+    (r,) = group_series(clear, rule, LABELS)
+    assert r.label == "AS" and [s for s, _ in r.driving] == ["/x/5.dcm"]
+
+
+@pytest.mark.parametrize("kind, expected", [("max", 0.9), ("top_k_mean", 0.85), ("consecutive", 0.1)])
+def test_the_rules_score_as_documented(kind, expected):
+    (r,) = group_series([_p(0.9, 0), _p(0.1, 5), _p(0.8, 10)], SeriesRule(kind, 0.5, k=2), LABELS)
+    assert r.score == pytest.approx(expected)
+
+
+def test_a_series_whose_slices_all_failed_has_no_decision():
+    failed = Prediction("/x/a.dcm", None, reason="truncated", message="cut")
+    (r,) = group_series([failed], SeriesRule(), LABELS)
+    assert r.label is None and r.reason == "no-slices" and r.n_failed == 1
+
+
+def test_the_rule_travels_in_the_manifest_and_is_checked(tiny_bundle):
+    import json
+
+    from asinfer.engine import Manifest, ModelError
+
+    data = json.loads((tiny_bundle / "manifest.json").read_text())
+    data["series_rule"] = {"kind": "consecutive", "threshold": 0.4, "single_slice_threshold": 0.9}
+    assert Manifest.from_dict(data).series_rule == SeriesRule("consecutive", 0.4, 0.9)
+    data["series_rule"]["kind"] = "majority"
+    with pytest.raises(ModelError, match="series_rule.kind 'majority'"):
+        Manifest.from_dict(data)
+
+
+def test_without_a_fitted_rule_the_slice_threshold_is_used(classifier):
+    rule = classifier.series_rule
+    assert rule.kind == "consecutive" and rule.threshold == classifier.threshold and "no series rule" in rule.fitted_on
+    np.testing.assert_allclose(rule.decide([0.2, 0.7, 0.7])[0], 0.7)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from asinfer.engine.cli import app
+
+    return CliRunner().invoke(app, ["predict", *map(str, args)])
+
+
+def test_table_shows_series_rows_after_the_slice_rows(two_series, tiny_bundle):
+    flat, _ = two_series
+    result = _cli(flat, "-m", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    slices_at, series_at = result.stdout.index(" source "), result.stdout.index(" series ")
+    assert slices_at < series_at and result.stdout.count("#0") >= 2  # driving slices named as file#frame
+    assert "2 series (" in result.stderr and "series rule consecutive" in result.stderr
+
+
+def test_by_selects_the_rows_for_machines(two_series, tiny_bundle):
+    import json
+
+    flat, _ = two_series
+    data = json.loads(_cli(flat, "-m", tiny_bundle, "-f", "json", "--by", "series").stdout)
+    assert "results" not in data and len(data["series"]) == 2 and data["summary"]["series"] == 2
+    assert all(s["n_slices"] == 4 and len(s["driving"]) in (1, 2) for s in data["series"])
+    both = json.loads(_cli(flat, "-m", tiny_bundle, "-f", "json").stdout)
+    assert len(both["results"]) == 8 and both["results"][0]["identity"]["series_uid"]
+    lines = [json.loads(line) for line in _cli(flat, "-m", tiny_bundle, "-f", "jsonl").stdout.splitlines()]
+    assert [("series" in x, "summary" in x) for x in lines[-3:]] == [(True, False), (True, False), (False, True)]
+    rows = _cli(flat, "-m", tiny_bundle, "-f", "csv", "--by", "series").stdout.splitlines()
+    assert rows[0].startswith("series,grouped_by,") and len(rows) == 3
+    refused = _cli(flat, "-m", tiny_bundle, "-f", "csv", "--by", "both")
+    assert refused.exit_code == 2 and "csv holds one kind of row" in refused.stderr
