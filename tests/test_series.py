@@ -190,3 +190,45 @@ def test_by_selects_the_rows_for_machines(two_series, tiny_bundle):
     assert rows[0].startswith("series,grouped_by,") and len(rows) == 3
     refused = _cli(flat, "-m", tiny_bundle, "-f", "csv", "--by", "both")
     assert refused.exit_code == 2 and "csv holds one kind of row" in refused.stderr
+
+
+# --- the trainer fits the rule on validation patients ----------------------------------------------------------
+
+
+def _truths(seed: int, n: int = 40):
+    """Series of 6 slices: positives have a two-slice run of high probability somewhere, negatives isolated spikes."""
+    from asinfer.trainer.series import SeriesTruth
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        probs = rng.uniform(0.0, 0.3, 6)
+        if k % 2:
+            at = rng.integers(0, 5)
+            probs[at:at + 2] = rng.uniform(0.55, 0.9, 2)
+        else:
+            probs[rng.integers(0, 6)] = rng.uniform(0.55, 0.9)  # one bright mimic: not two neighbours
+        out.append(SeriesTruth(f"P{k}", k % 2, tuple(float(p) for p in probs)))
+    return out
+
+
+def test_the_consecutive_rule_wins_where_lesions_span_neighbouring_slices():
+    from asinfer.trainer.series import fit_series_rule, series_metrics
+
+    rule = fit_series_rule(_truths(0), fitted_on="validation patients")
+    assert rule.kind == "consecutive" and set(rule.compared) == {"consecutive", "max", "top_2_mean", "top_3_mean"}
+    assert rule.compared["consecutive"]["youden_j"] > rule.compared["max"]["youden_j"]
+    assert "validation patients (40 series, 20 positive" in rule.fitted_on
+    test = series_metrics(_truths(1), rule)  # fresh series: the rule carries over
+    assert test["n"] == 40 and test["auc"] > 0.95 and test["sensitivity"] >= 0.9 and test["specificity"] >= 0.9
+
+
+def test_series_come_from_patients_in_slice_order_with_their_truth():
+    from asinfer.trainer.data import Record
+    from asinfer.trainer.series import series_from_slices
+
+    records = [Record(Path(f"/d/P1_s{i}.png"), int(i == 1), "P1", slice_index=i, series_label=0) for i in (2, 0, 1)]
+    records += [Record(Path("/d/P2_s0.png"), 1, "P2")]
+    (first, second) = series_from_slices(records, np.array([0, 1, 2, 3]), np.array([0.2, 0.0, 0.1, 0.9]))
+    assert first.probs == (0.0, 0.1, 0.2) and first.label == 0  # the CSV's series truth wins over slice labels
+    assert second.label == 1 and second.probs == (0.9,)

@@ -41,6 +41,9 @@ def test_run_directory_contract(run_dir):
     for key in ("accuracy", "auc", "precision", "recall", "f1", "specificity", "confusion_matrix"):
         assert key in test
     assert manifest["training"]["splits"]["by_patient"] is True
+    rule = manifest["series_rule"]  # fitted on the validation patients, measured on the test patients
+    assert rule["kind"] in ("consecutive", "max", "top_k_mean") and "validation patients" in rule["fitted_on"]
+    assert manifest["metrics"]["series_test"]["n"] == manifest["training"]["splits"]["test"]["patients"]
     holdout = np.load(run_dir / "holdout.npz")
     assert holdout["images"].dtype == np.uint8 and holdout["images"].shape[1:] == (32, 32, 1)
     assert len(holdout["labels"]) == test["n"]

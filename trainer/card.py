@@ -41,6 +41,7 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
         f"| {test.get('accuracy')} | {test.get('auc')} | {test.get('precision')} | {test.get('recall')} | "
         f"{test.get('f1')} | {test.get('specificity')} | {cm.get('tn')} | {cm.get('fp')} | {cm.get('fn')} | {cm.get('tp')} |",
         "",
+        *_series_section(m),
         *_parity_section(m),
     ]
     lines += [
@@ -52,7 +53,7 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
         "",
         "## Limits",
         "- The phantoms are cartoons of STIR sacroiliac-joint MRI; performance on them says nothing about patients.",
-        "- Slice-level decisions only; a slice is not a patient.",
+        "- Series decisions come from slice probabilities by a fitted rule; on phantoms they say nothing about patients.",
         "",
         f"Tools: {json.dumps(m.tools)}",
         "",
@@ -113,6 +114,30 @@ def interval_text(interval: tuple[float, float] | None, spec: str = ".4f") -> st
 def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
     """A value and its 95 % interval in one cell."""
     return f"{_num(value)} {interval_text(interval)}".strip()
+
+
+def _series_section(m) -> list[str]:
+    """The series rule and the series metrics beside the slice ones (nothing when no rule was fitted)."""
+    rule = m.series_rule
+    if rule is None:
+        return ["## Series decision", "No series rule was fitted: the engine decides series with the consecutive "
+                "rule at the slice threshold.", ""]
+    single = "none" if rule.single_slice_threshold is None else f"{rule.single_slice_threshold:.4f}"
+    lines = ["## Series decision (one patient's series)",
+             f"Rule: **{rule.kind}**, threshold {rule.threshold:.4f}, single-slice threshold {single}; "
+             f"fitted on {rule.fitted_on}.", "",
+             "| split | series | AUC | accuracy | sensitivity | specificity | TN | FP | FN | TP |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for split in ("validation", "test"):
+        s = m.metrics.get(f"series_{split}")
+        if s:
+            cm = s.get("confusion_matrix", {})
+            lines.append(f"| {split} | {s.get('n')} | {s.get('auc')} | {s.get('accuracy')} | {s.get('sensitivity')} | "
+                         f"{s.get('specificity')} | {cm.get('tn')} | {cm.get('fp')} | {cm.get('fn')} | {cm.get('tp')} |")
+    if rule.compared:
+        lines += ["", "Rules compared on validation (Youden J, AUC): " + "; ".join(
+            f"{name} {c.get('youden_j')}, {c.get('auc')}" for name, c in rule.compared.items())]
+    return [*lines, ""]
 
 
 def _recipe(cfg: dict) -> str:

@@ -35,11 +35,17 @@ NEGATIVE_NAMES = {"0", "negative", "neg", "no_as", "no-as", "noas", "normal", "n
 
 @dataclass(frozen=True)
 class Record:
-    """One labelled file; ``patient_id`` groups slices that must stay in one split."""
+    """One labelled file; ``patient_id`` groups slices that must stay in one split (and form one series).
+
+    ``slice_index`` orders a patient's slices and ``series_label`` is the
+    series truth (for phantoms: the ASAS rule met) when the CSV has them.
+    """
 
     path: Path
     label: int
     patient_id: str
+    slice_index: int | None = None
+    series_label: int | None = None
 
 
 @dataclass
@@ -114,8 +120,16 @@ def _read_csv(path: Path) -> list[Record]:
     has_patients = all(r.get("patient_id") for r in rows)
     if not has_patients:
         log.warning("%s has no patient_id column: splitting by slice, which leaks between splits", path)
-    return [Record(path.parent / r["path"], parse_label(r["label"]),
-                   r["patient_id"] if has_patients else f"slice-{i}") for i, r in enumerate(rows)]
+    return [Record(path.parent / r["path"], parse_label(r["label"]), r["patient_id"] if has_patients else f"slice-{i}",
+                   _whole(r.get("slice_index")), parse_label(r["series_label"]) if r.get("series_label") else None)
+            for i, r in enumerate(rows)]
+
+
+def _whole(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
 
 
 def _read_class_folders(root: Path) -> list[Record]:
@@ -154,6 +168,16 @@ def split_by_patient(records: list[Record], val: float = 0.15, test: float = 0.1
     return Split(sorted(out["train"]), sorted(out["val"]), sorted(out["test"]), by_patient, info)
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """Preprocessed slices of a list of records: ``index[k]`` is the record image ``k`` came from."""
+
+    images: np.ndarray  # uint8 [N, size, size, 1]
+    labels: np.ndarray  # int8 [N]
+    index: np.ndarray  # int [N]
+    failures: list[str]
+
+
 def load_images(records: list[Record], size: int, spec: PreprocessSpec = PreprocessSpec(),
                 cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Preprocess every record once with the engine's read-and-preprocess path (``load_slices``).
@@ -162,29 +186,39 @@ def load_images(records: list[Record], size: int, spec: PreprocessSpec = Preproc
         ``(images uint8 [N, size, size, 1], labels int [N], failures)``; multi-frame
         files contribute one image per frame; slices that cannot be read are
         left out and listed in ``failures`` as ``"path (frame F): reason: message"``.
+        :func:`load_indexed` also says which record each image came from.
     """
+    loaded = load_indexed(records, size, spec, cache_dir)
+    return loaded.images, loaded.labels, loaded.failures
+
+
+def load_indexed(records: list[Record], size: int, spec: PreprocessSpec = PreprocessSpec(),
+                 cache_dir: Path | None = None) -> Loaded:
+    """:func:`load_images`, with the record of each image (series fitting needs the patient and slice order)."""
     key = _cache_key(records, size, spec)
     cached = Path(cache_dir) / f"preprocessed-{key}.npz" if cache_dir else None
     if cached and cached.exists():
         with np.load(cached, allow_pickle=False) as data:
-            return data["images"], data["labels"], list(data["failures"])
-    images, labels, failures = [], [], []
+            return Loaded(data["images"], data["labels"], data["index"], list(data["failures"]))
+    images, index, failures = [], [], []
     for s in load_slices([r.path for r in records], Preprocessor(spec, (size, size))):
         if s.ok:
             images.append(s.image)
-            labels.append(records[s.input_index].label)
+            index.append(s.input_index)
         else:
             where = s.source if s.frame is None else f"{s.source} (frame {s.frame})"
             failures.append(f"{where}: {s.reason}: {s.message}")
     batch = np.stack(images)[..., None] if images else np.zeros((0, size, size, 1), np.uint8)
+    loaded = Loaded(batch, np.array([records[i].label for i in index], np.int8), np.array(index, np.int64), failures)
     if cached:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, images=batch, labels=np.array(labels, np.int8), failures=np.array(failures, dtype=str))
-    return batch, np.array(labels, np.int8), failures
+        np.savez(cached, images=loaded.images, labels=loaded.labels, index=loaded.index,
+                 failures=np.array(failures, dtype=str))
+    return loaded
 
 
 def _cache_key(records: list[Record], size: int, spec: PreprocessSpec) -> str:
-    h = hashlib.sha256(json.dumps([size, repr(spec)]).encode())
+    h = hashlib.sha256(json.dumps(["v2: with index", size, repr(spec)]).encode())
     for r in records:
         stat = r.path.stat() if r.path.exists() else None
         h.update(f"{r.path}|{r.label}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}\n".encode())

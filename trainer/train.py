@@ -27,7 +27,7 @@ import numpy as np
 from asinfer.engine import InputSpec, Manifest, PreprocessSpec
 from asinfer.engine.bundle import read_manifest
 
-from .data import load_images, read_dataset_info, read_index, split_by_patient
+from .data import load_indexed, read_dataset_info, read_index, split_by_patient
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PARITY_CAP = 1000  # slices for conversion parity: enough for a steady agreement and ΔAUC, cheap to run
@@ -117,18 +117,20 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
     clock = _Clock(out / "wall_time_s", resume)
     config.save(out / "train_config.json")
     data_path = _dataset(config, out, say)
-    splits, split_info, failures = _load_splits(data_path, config, out, say)
+    splits, split_info, failures, members = _load_splits(data_path, config, out, say)
     warm = None
     if config.warmup_epochs and config.weights == "none":
         warm = _load_splits(data_path, config, out, lambda _: None, config.warmup_size)[0]
     model, history = _fit(config, splits, out, resume, say, clock, warm)
     say("evaluating on validation (threshold) and test")
-    metrics, threshold, p_test = _evaluate(model, splits, config)
+    metrics, threshold, p_test, p_val = _evaluate(model, splits, config)
+    series_rule = _fit_series(members, p_val, p_test, metrics, config, split_info["by_patient"], say)
     _save_conversion_data(out, splits, config)
     _plots(out, history, splits["test"][1], p_test)
     model.save(out / "model.keras")
     wall = clock.save()
-    return _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history)
+    return _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history,
+                           series_rule)
 
 
 def _dataset(config: TrainConfig, out: Path, say) -> Path:
@@ -150,15 +152,16 @@ def _load_splits(data: Path, config: TrainConfig, out: Path, say, size: int | No
     split = split_by_patient(records, config.val_fraction, config.test_fraction, config.seed)
     say(f"{len(records)} slices; split {'by patient' if split.by_patient else 'by slice'}: "
         + ", ".join(f"{k} {v['slices']} ({v['patients']} patients)" for k, v in split.info.items()))
-    splits, failures = {}, []
+    splits, failures, members = {}, [], {}
     for name in ("train", "val", "test"):
         chosen = [records[i] for i in getattr(split, name)]
-        images, labels, failed = load_images(chosen, size or config.image_size, PreprocessSpec(), out / "cache")
-        splits[name] = (images, labels.astype(np.float32))
-        failures += failed
+        loaded = load_indexed(chosen, size or config.image_size, PreprocessSpec(), out / "cache")
+        splits[name] = (loaded.images, loaded.labels.astype(np.float32))
+        members[name] = (chosen, loaded.index)  # which record each image is: series are fitted per patient
+        failures += loaded.failures
     if failures:
         say(f"{len(failures)} files could not be read and were left out (listed in the manifest)")
-    return splits, split.info | {"by_patient": split.by_patient}, failures
+    return splits, split.info | {"by_patient": split.by_patient}, failures, members
 
 
 class _Clock:
@@ -316,7 +319,29 @@ def _evaluate(model, splits, config: TrainConfig):
     p_test = _predict(model, splits["test"][0])
     metrics = {"test": binary_metrics(splits["test"][1], p_test, threshold),
                "validation": binary_metrics(splits["val"][1], p_val, threshold)}
-    return metrics, threshold, p_test
+    return metrics, threshold, p_test, p_val
+
+
+def _fit_series(members, p_val, p_test, metrics: dict, config: TrainConfig, by_patient: bool, say):
+    """The series rule, fitted on the validation patients; series metrics on both held-out splits.
+
+    None (the engine then uses the slice threshold) when the split is not by patient or the
+    validation patients hold one class.
+    """
+    from .series import fit_series_rule, series_from_slices, series_metrics
+
+    if not by_patient:
+        say("no patient ids: no series rule fitted (the engine will use the slice threshold)")
+        return None
+    val, test = (series_from_slices(*members[name], probs) for name, probs in (("val", p_val), ("test", p_test)))
+    try:
+        rule = fit_series_rule(val, config.target_sensitivity)
+    except ValueError as exc:
+        say(f"no series rule fitted: {exc}")
+        return None
+    metrics["series_validation"], metrics["series_test"] = series_metrics(val, rule), series_metrics(test, rule)
+    say(f"series rule {rule.kind} at {rule.threshold:.4f}; test series AUC {metrics['series_test']['auc']}")
+    return rule
 
 
 def _predict(model, images: np.ndarray) -> np.ndarray:
@@ -382,7 +407,8 @@ def _plots(out: Path, history: dict, labels: np.ndarray, probs: np.ndarray) -> N
         plt.close(fig)
 
 
-def _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history) -> Manifest:
+def _write_manifest(out, config, data_path, split_info, failures, metrics, threshold, wall, history,
+                    series_rule=None) -> Manifest:
     from .bundle import describe_machine, write_bundle
 
     synthetic = _is_synthetic(data_path)
@@ -399,6 +425,7 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
                   "machine": describe_machine(),
                   "history": history},
         metrics=metrics,
+        series_rule=series_rule,
         tools=_tool_versions(),
     )
     return write_bundle(out, manifest, {"keras": "model.keras"})

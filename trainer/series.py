@@ -1,0 +1,199 @@
+"""The series rule: fitted on validation patients, measured on held-out test patients.
+
+A patient's slices form one series, ordered by slice index. Each rule the
+engine knows (:data:`asinfer.engine.SeriesRule` kinds) is fitted on the
+validation series (Youden's J, or the highest threshold reaching a target
+sensitivity); the best by validation J is kept (ties go to the consecutive
+rule, the shape of the ASAS MRI definition) and every candidate is recorded
+in the rule's ``compared``. Test series are never used to choose.
+
+    python -m asinfer.trainer.series models/asinfer-vgg16-phantom
+
+refits a phantom-trained bundle without retraining: its validation and test
+phantoms are regenerated from its ``train_config.json`` and run through its
+engine artifact (see :func:`refit_bundle`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from asinfer.engine import SeriesRule
+from asinfer.engine.bundle import roc_auc
+
+log = logging.getLogger("asinfer.trainer")
+
+#: Candidate rules: (name in ``compared``, the rule without thresholds).
+CANDIDATES = (("consecutive", SeriesRule("consecutive")), ("max", SeriesRule("max")),
+              ("top_2_mean", SeriesRule("top_k_mean", k=2)), ("top_3_mean", SeriesRule("top_k_mean", k=3)))
+MAX_SINGLE_CANDIDATES = 40  # single-slice thresholds tried for the consecutive rule
+
+
+@dataclass(frozen=True)
+class SeriesTruth:
+    """One series for fitting: its truth and its slice probabilities in slice order."""
+
+    key: str
+    label: int
+    probs: tuple[float, ...]
+
+
+def series_from_slices(records: Sequence, index: np.ndarray, probs: np.ndarray) -> list[SeriesTruth]:
+    """Group predicted slices into series by patient, ordered by slice index (else file name).
+
+    The truth is the CSV's ``series_label`` when present, else whether any slice is positive.
+    """
+    groups: dict[str, list[tuple]] = {}
+    for k, i in enumerate(index):
+        r = records[int(i)]
+        order = (r.slice_index if r.slice_index is not None else -1, str(r.path))
+        groups.setdefault(r.patient_id, []).append((order, float(probs[k]), r))
+    out = []
+    for key, members in groups.items():
+        members.sort(key=lambda m: m[0])
+        truths = [m[2].series_label for m in members if m[2].series_label is not None]
+        label = int(truths[0]) if truths else int(max(m[2].label for m in members))
+        out.append(SeriesTruth(key, label, tuple(m[1] for m in members)))
+    return out
+
+
+def fit_series_rule(series: Sequence[SeriesTruth], target_sensitivity: float | None = None,
+                    fitted_on: str = "validation patients") -> SeriesRule:
+    """The best rule on ``series`` (validation), with what was compared.
+
+    Raises:
+        ValueError: the series hold one class only (no threshold can be chosen).
+    """
+    labels = np.array([s.label for s in series])
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("fitting a series rule needs positive and negative validation series")
+    compared, best = {}, None
+    for name, base in CANDIDATES:
+        rule, j = _fit(base, series, labels, target_sensitivity)
+        scores = [rule.score(list(s.probs))[0] for s in series]
+        compared[name] = {"youden_j": round(j, 4), "auc": _round(roc_auc(labels, np.array(scores))),
+                          "threshold": round(rule.threshold, 6), "single_slice_threshold":
+                          None if rule.single_slice_threshold is None else round(rule.single_slice_threshold, 6)}
+        if best is None or j > best[1] + 1e-12:
+            best = (rule, j, name)
+    rule, _, name = best
+    how = "Youden J" if target_sensitivity is None else f"sensitivity >= {target_sensitivity:g}"
+    return replace(rule, fitted_on=f"{fitted_on} ({len(series)} series, {int(labels.sum())} positive; {how}); "
+                                   f"chosen: {name}", compared=compared)
+
+
+def _fit(base: SeriesRule, series, labels: np.ndarray, target: float | None) -> tuple[SeriesRule, float]:
+    """Thresholds for ``base`` by validation J (the consecutive rule also tries single-slice thresholds)."""
+    scores = np.array([base.score(list(s.probs))[0] for s in series])
+    peaks = np.array([max(s.probs) for s in series])
+    singles = [None]
+    if base.kind == "consecutive":
+        singles += sorted(set(np.quantile(peaks, np.linspace(0.5, 1.0, MAX_SINGLE_CANDIDATES)).tolist()))
+    best = (base, -np.inf)
+    for single in singles:
+        forced = peaks >= single if single is not None else np.zeros(len(series), bool)
+        for threshold in sorted(set(scores.tolist())):
+            decided = (scores >= threshold) | forced
+            j = _quality(labels, decided, target)
+            if j > best[1] + 1e-12:
+                best = (replace(base, threshold=float(threshold), single_slice_threshold=single), j)
+    return best
+
+
+def _quality(labels: np.ndarray, decided: np.ndarray, target: float | None) -> float:
+    """Youden's J; with a target sensitivity, J among the settings that reach it (else -inf)."""
+    positives, negatives = labels == 1, labels == 0
+    sensitivity = float(decided[positives].mean())
+    specificity = float((~decided[negatives]).mean())
+    if target is not None and sensitivity < target:
+        return -np.inf
+    return sensitivity + specificity - 1.0
+
+
+def series_metrics(series: Sequence[SeriesTruth], rule: SeriesRule) -> dict:
+    """AUC of the series score, and the decision's confusion matrix and rates."""
+    labels = np.array([s.label for s in series])
+    decided = [rule.decide(list(s.probs)) for s in series]
+    scores = np.array([d[0] for d in decided])
+    positive = np.array([d[1] for d in decided])
+    tp, tn = int((positive & (labels == 1)).sum()), int((~positive & (labels == 0)).sum())
+    fp, fn = int((positive & (labels == 0)).sum()), int((~positive & (labels == 1)).sum())
+    return {"n": len(series), "auc": _round(roc_auc(labels, scores)), "accuracy": round((tp + tn) / max(1, len(series)), 4),
+            "sensitivity": round(tp / (tp + fn), 4) if tp + fn else None,
+            "specificity": round(tn / (tn + fp), 4) if tn + fp else None,
+            "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp}}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+# --- refitting a shipped phantom bundle ------------------------------------------------------------------------
+
+
+def refit_bundle(bundle: Path, workdir: Path, progress: Callable[[str], None] = log.info):
+    """Fit the series rule of a phantom-trained bundle and record series metrics, without retraining.
+
+    The bundle's ``train_config.json`` regenerates its phantom dataset (deterministic from the seed),
+    the same patient split gives the validation and test patients, and the bundle's engine artifact
+    (int8 on CPU) predicts their slices. The rule goes into the manifest and, re-embedded, into every
+    ONNX artifact (their probabilities are unchanged: only metadata changes; hashes are re-recorded).
+
+    Returns:
+        The manifest written.
+    """
+    from asinfer import engine
+    from asinfer.engine.bundle import read_manifest
+
+    from .bundle import write_bundle
+    from .data import read_index, split_by_patient
+    from .phantoms import write_dataset
+    from .train import TrainConfig
+
+    config = TrainConfig.load(bundle / "train_config.json")
+    if not config.synth:
+        raise ValueError(f"{bundle}/train_config.json names no phantom settings (synth): refit from its data instead")
+    data = workdir / "phantoms"
+    if not (data / "labels.csv").exists():
+        progress(f"regenerating the phantom dataset of {bundle.name} in {data}")
+        write_dataset(data, **config.synth)
+    records = read_index(data)
+    split = split_by_patient(records, config.val_fraction, config.test_fraction, config.seed)
+    clf = engine.load(bundle, provider="cpu")
+    truths = {}
+    for name, members in (("validation", split.val), ("test", split.test)):
+        chosen = [records[i] for i in members]
+        predictions = clf.predict([r.path for r in chosen])
+        probs = np.array([p.probability for p in predictions])
+        truths[name] = series_from_slices(chosen, np.arange(len(chosen)), probs)
+        progress(f"{name}: {len(chosen)} slices, {len(truths[name])} series")
+    rule = fit_series_rule(truths["validation"], config.target_sensitivity)
+    manifest = read_manifest(bundle / "manifest.json")
+    metrics = {**manifest.metrics, "series_validation": series_metrics(truths["validation"], rule),
+               "series_test": series_metrics(truths["test"], rule)}
+    files = {a.format: a.file for a in manifest.artifacts}
+    updated = replace(manifest, series_rule=rule, metrics=metrics, artifacts=())
+    return write_bundle(bundle, updated, files)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fit a phantom bundle's series rule on its validation patients.")
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/series-refit"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    manifest = refit_bundle(args.bundle, args.workdir)
+    m = manifest.metrics
+    print(f"series rule: {manifest.series_rule.kind} at {manifest.series_rule.threshold:.4f}"
+          f" (single slice {manifest.series_rule.single_slice_threshold}); {manifest.series_rule.fitted_on}")
+    print(f"test slices: AUC {m['test'].get('auc')}; test series: {m['series_test']}")
+
+
+if __name__ == "__main__":
+    main()
