@@ -18,8 +18,12 @@ Modules with a public contract of their own: :mod:`asinfer.engine.bundle`
 from ._bundle import default_model as default_model
 from ._bundle import load as load
 from ._classifier import Classifier as Classifier
+from ._classifier import Explanation as Explanation
 from ._classifier import Prediction as Prediction
 from ._errors import REASONS as REASONS
+from ._evidence import Head as Head
+from ._evidence import grad_cam as grad_cam
+from ._evidence import overlay as overlay
 from ._errors import InputError as InputError
 from ._errors import ModelError as ModelError
 from ._formats import FORMATS as FORMATS
@@ -43,6 +47,7 @@ from ._series import SliceIdentity as SliceIdentity
 from ._series import group_series as group_series
 from ._slices import Slice as Slice
 from ._slices import Source as Source
+from ._slices import load_frames as load_frames
 from ._slices import load_slices as load_slices
 from ._version import __version__ as __version__
 from .bundle import Artifact as Artifact

@@ -10,9 +10,11 @@ import numpy as np
 
 from ._io import MAX_BYTES, MAX_PIXELS
 from ._manifest import Artifact, Manifest
-from ._preprocess import Preprocessor
+from ._evidence import OUTPUTS as EVIDENCE_OUTPUTS
+from ._evidence import Head, grad_cam, upsample
+from ._preprocess import Preprocessor, to_uint8
 from ._series import SeriesCollector, SeriesResult, SeriesRule, SliceIdentity
-from ._slices import Slice, Source, load_slices
+from ._slices import Slice, Source, load_frames, load_slices
 
 log = logging.getLogger("asinfer")
 
@@ -53,6 +55,30 @@ class Prediction:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """A slice's prediction with its evidence.
+
+    Attributes:
+        prediction: as :meth:`Classifier.predict` gives it.
+        cam: Grad-CAM in model space ``[h, w]`` (7 x 7 for VGG16 at 224), >= 0.
+        display: the slice as 8 bit in its own geometry (the engine's VOI/stretch mapping).
+    """
+
+    prediction: Prediction
+    cam: np.ndarray
+    display: np.ndarray
+
+    def heatmap(self) -> np.ndarray:
+        """The CAM stretched to the slice's geometry, as the model input was."""
+        return upsample(self.cam, self.display.shape[:2])
+
+    def peak(self) -> tuple[int, int]:
+        """(row, column) of the CAM's maximum in the slice's geometry."""
+        heat = self.heatmap()
+        return tuple(int(v) for v in np.unravel_index(int(np.argmax(heat)), heat.shape))
+
+
 class Classifier:
     """A loaded model bundle, ready to predict. Create it with :func:`asinfer.engine.load`.
 
@@ -74,7 +100,7 @@ class Classifier:
         self._session = session
         self._input = spec.name
         self._output = manifest.output.name
-        self.run(np.zeros((1, spec.height, spec.width, 1), np.uint8))  # warm-up
+        self._head = self._load_head(np.zeros((1, spec.height, spec.width, 1), np.uint8))  # also the warm-up
 
     def predict(self, sources: Source | Iterable[Source], batch_size: int = 8, *,
                 on_skip: Callable[[str, str], None] | None = None) -> list[Prediction]:
@@ -121,6 +147,57 @@ class Classifier:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw inference: uint8 ``[N, H, W, 1]`` -> probabilities ``[N]`` (float32)."""
         return self._session.run([self._output], {self._input: batch})[0].reshape(-1)
+
+    @property
+    def can_explain(self) -> bool:
+        """The graph has the Grad-CAM outputs (``features`` and the head's weights)."""
+        return self._head is not None
+
+    def run_explained(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inference with evidence: probabilities ``[N]`` and Grad-CAMs ``[N, h, w]`` (model-space, >= 0).
+
+        Raises:
+            ValueError: the artifact has no explanation outputs (convert it again, or see
+                ``python -m asinfer.trainer.convert.explain``).
+        """
+        if self._head is None:
+            raise ValueError(f"{self.artifact.file} has no Grad-CAM outputs; re-convert the model to explain it")
+        probs, features = self._session.run([self._output, "features"], {self._input: batch})
+        return probs.reshape(-1), grad_cam(features, self._head)
+
+    def explain(self, sources: Source | Iterable[Source], frames: set[tuple[str, int]] | None = None) -> list[Explanation]:
+        """Predictions with their Grad-CAM evidence, slice by slice (a secondary path: read, then explain).
+
+        Args:
+            sources: files, folders or arrays, as for :meth:`predict`.
+            frames: only these ``(source, frame)`` pairs (e.g. a series' driving slices); default all.
+
+        Returns:
+            One :class:`Explanation` per readable slice; unreadable ones are left out
+            (:meth:`predict` reports them).
+        """
+        out = []
+        for item in load_frames(sources, max_pixels=self.max_pixels, max_bytes=self.max_bytes):
+            if frames is not None and (item.source, item.index) not in frames:
+                continue
+            try:
+                image = self.preprocessor.one(item)
+            except Exception:  # the same slice failed in predict, with its reason
+                continue
+            (p,), (cam,) = self.run_explained(image[None, ..., None])
+            prediction = Prediction(item.source, item.index, float(p), self.manifest.labels[int(p >= self.threshold)],
+                                    identity=item.identity)
+            out.append(Explanation(prediction, cam, to_uint8(item, self.manifest.preprocessing)))
+        return out
+
+    def _load_head(self, zeros: np.ndarray) -> Head | None:
+        """The warm-up run; it also fetches the head's weights when the graph exposes them."""
+        names = {o.name for o in self._session.get_outputs()}
+        if not set(EVIDENCE_OUTPUTS) <= names:
+            self.run(zeros)
+            return None
+        _, features, w1, b1, w2 = self._session.run([self._output, *EVIDENCE_OUTPUTS], {self._input: zeros})
+        return Head.from_outputs(w1, b1, w2, channels=features.shape[1])
 
     def _infer(self, slices: list[Slice]) -> Iterator[Prediction]:
         images = [s.image for s in slices if s.ok]

@@ -69,6 +69,7 @@ class _Tally:
     series: int = 0
     series_positive: int = 0
     series_undecided: int = 0
+    overlays: int | None = None
 
     def add(self, result) -> None:
         if result.ok:

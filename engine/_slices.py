@@ -125,6 +125,27 @@ class _Deferred:
             yield item
 
 
+def load_frames(sources: Source | Iterable[Source], *, max_pixels: int = MAX_PIXELS,
+                max_bytes: int = MAX_BYTES) -> Iterator[Frame]:
+    """The readable frames of every source, in order, one at a time (inputs that fail are passed over).
+
+    The same reading as :func:`load_slices` without the preprocessing, for callers that need the frame
+    itself (its 8-bit display, its geometry), e.g. to draw evidence over it.
+    """
+    limits = ReadLimits(max_pixels, max_bytes)
+    for _, name, value in _expand(sources, None):
+        if isinstance(value, InputError):
+            continue
+        if isinstance(value, Frame):
+            yield replace(value, source=name) if value.source != name else value
+            continue
+        try:
+            for frame in open_reader(value, limits).frames():
+                yield replace(frame, source=name)
+        except Exception:  # load_slices reports it; here it is simply not shown
+            continue
+
+
 def _prepare(pre: Preprocessor, limits: ReadLimits, index: int, name: str, value: Any) -> list[Slice] | _Deferred:
     """Read and preprocess one input (or only check its header, when it is large); errors become slices."""
     try:

@@ -143,6 +143,7 @@ def predict(
     sha256: Annotated[Optional[str], typer.Option(help="Pin the model file to this sha256 (verifies a lone .onnx, which carries no recorded hash).")] = None,
     by: Annotated[Optional[By], typer.Option(help="Rows to write: slice, series or both [default: both; csv: slice]. DICOM groups by SeriesInstanceUID, other images by folder.")] = None,
     strict: Annotated[bool, typer.Option(help="A series with a failed slice gets no decision (reason incomplete-series) instead of a flagged one.")] = False,
+    explain: Annotated[Optional[Path], typer.Option("--explain", help="Write Grad-CAM overlays (PNG) of the slices that drove each positive series into this folder.")] = None,
 ) -> None:
     """Predict every slice of every input, then decide each series: slice rows, then series rows."""
     from asinfer import engine
@@ -157,6 +158,8 @@ def predict(
                           sha256=sha256, max_pixels=max_pixels, max_bytes=max_memory << 20)
     except (engine.ModelError, ValueError, OSError) as exc:
         raise _fail(str(exc))
+    if explain is not None:
+        _check_explain(clf, explain)
     try:
         out = _Output.open(output)
     except OSError as exc:
@@ -175,6 +178,8 @@ def predict(
         writer.series(series)
         writer.end(tally)
         where = out.commit(tally.interrupted)
+        if explain is not None and not tally.interrupted:
+            tally.overlays = _write_overlays(clf, series, explain)
     except _OutputError as exc:
         out.discard()
         raise _output_failed(exc) from None
@@ -191,6 +196,43 @@ def _sources(paths: list[str]) -> list[Path]:
     if empty:
         raise _fail(f"path argument {', '.join(empty)} is empty; give a file or folder ('.' for the current folder)")
     return [Path(path) for path in paths]
+
+
+def _check_explain(clf, folder: Path) -> None:
+    """--explain needs a model with Grad-CAM outputs and a folder it can write; checked before the run."""
+    if not clf.can_explain:
+        raise _fail(f"--explain: {clf.artifact.file} has no Grad-CAM outputs; add them with "
+                    f"python -m asinfer.trainer.convert.explain BUNDLE (or convert the model again)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"--explain {folder}: {exc.strerror or exc}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _fail(f"--explain {folder} is not writable")
+
+
+def _write_overlays(clf, series, folder: Path) -> int:
+    """One overlay PNG per slice that drove a positive series (slice, heat map, probability, the notice)."""
+    import cv2
+
+    from asinfer import engine
+
+    positive = clf.manifest.labels[1]
+    written = 0
+    for s in series:
+        if s.label != positive:
+            continue
+        wanted = {(source, frame) for source, frame in s.driving}
+        for ex in clf.explain(sorted({source for source, _ in wanted}), frames=wanted):
+            name = f"{_safe(s.key[-12:])}_{_safe(Path(ex.prediction.source).stem)}_f{ex.prediction.frame}.png"
+            caption = f"p={ex.prediction.probability:.3f} series {s.label} ({s.score:.3f})"
+            if cv2.imwrite(str(folder / name), engine.overlay(ex.display, ex.cam, caption)):
+                written += 1
+    return written
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in text) or "x"
 
 
 def _rows(by, fmt) -> str:
@@ -281,6 +323,8 @@ def _summary(tally: _Tally, clf, where: str | None, verbose: bool) -> None:
     lines = [f"{tally.predicted} slices predicted ({tally.positive} {m.labels[1]}), {tally.failed} failed; "
              f"model {m.name} {m.version}, {clf.artifact.format} on {clf.provider}"
              + (f"; results in {where}" if where else "")]
+    if tally.overlays is not None:
+        lines.append(f"{tally.overlays} Grad-CAM overlay(s) of driving slices written")
     if tally.series:
         undecided = f", {tally.series_undecided} without a decision" if tally.series_undecided else ""
         lines.append(f"{tally.series} series ({tally.series_positive} {m.labels[1]}{undecided}); series rule "

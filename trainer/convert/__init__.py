@@ -39,6 +39,7 @@ from asinfer.engine.bundle import ParityRecord
 from asinfer.trainer.runtimes import RUNTIMES
 
 from . import _write
+from ._explain import add_explanation_outputs
 from ._int8 import choose_reduce_range, onnx_int8, rank_trial
 from ._job import Job, open_job
 from ._litert import tflite
@@ -157,6 +158,8 @@ def _convert_one(job: Job, fmt: str) -> ParityRecord:
     dest = job.tmp / FORMATS[fmt].filename
     job.progress(f"{fmt}: converting")
     settings = CONVERTERS[fmt](job, dest)
+    if FORMATS[fmt].runtime == "onnxruntime":  # Grad-CAM outputs; probabilities unchanged (parity measures it)
+        settings["explanation"] = add_explanation_outputs(dest)
     record = job.judge(fmt, job.measure(fmt, dest))
     tolerance = job.tolerances[fmt]
     record = replace(record, settings={**settings, "parity_data": job.parity_source, "tolerance": tolerance.limits(),

@@ -1,0 +1,114 @@
+"""Grad-CAM: the closed form against a numerical gradient and against TensorFlow's GradientTape; overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asinfer import engine
+from asinfer.engine import Head, grad_cam
+
+from conftest import requires_tf
+
+
+def _logit(a: np.ndarray, head: Head, b2: float = 0.3) -> float:
+    g = a.mean(axis=(1, 2))
+    return float(np.maximum(g @ head.w1 + head.b1, 0) @ head.w2 + b2)
+
+
+def test_closed_form_equals_grad_cam_by_numerical_gradient():
+    """alpha = spatial mean of dz/dA, computed by finite differences on a random head: the derivation holds."""
+    rng = np.random.default_rng(0)
+    c, h, w, j = 6, 3, 4, 5
+    head = Head(rng.normal(size=(c, j)).astype(np.float64), rng.normal(size=j) * 0.1, rng.normal(size=j))
+    a = rng.uniform(0, 1, size=(c, h, w))
+    eps = 1e-6
+    grad = np.zeros_like(a)
+    for index in np.ndindex(a.shape):
+        bumped = a.copy()
+        bumped[index] += eps
+        grad[index] = (_logit(bumped, head) - _logit(a, head)) / eps
+    alpha = grad.mean(axis=(1, 2))
+    expected = np.maximum(np.einsum("c,chw->hw", alpha, a), 0)
+    np.testing.assert_allclose(grad_cam(a[None].astype(np.float32), head)[0], expected, rtol=1e-3, atol=1e-5)
+
+
+@requires_tf
+def test_engine_grad_cam_matches_tensorflow_gradient_tape(tiny_converted):
+    """The converted fp32 graph's CAM, from its features and head outputs, equals GradientTape's on the Keras model."""
+    import keras
+    import tensorflow as tf
+
+    run_dir = tiny_converted[0]
+    model = keras.models.load_model(run_dir / "model.keras")
+    features = keras.Model(model.input, model.get_layer("gap").input)
+    gap, fc, out = (model.get_layer(name) for name in ("gap", "fc", "probability"))
+    x = np.load(run_dir / "holdout.npz")["images"][:6]
+    with tf.GradientTape() as tape:
+        a = features(x, training=False)
+        tape.watch(a)
+        logit = tf.matmul(fc(gap(a)), out.kernel) + out.bias  # the sigmoid's input
+    grads = tape.gradient(logit, a).numpy()  # NHWC
+    alpha = grads.mean(axis=(1, 2))
+    expected = np.maximum(np.einsum("nc,nhwc->nhw", alpha, a.numpy()), 0)
+    clf = engine.load(run_dir, provider="cpu", artifact="onnx-fp32", threads=1)
+    assert clf.can_explain
+    probs, cams = clf.run_explained(x)
+    np.testing.assert_allclose(cams, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(probs, clf.run(x))  # the explained run predicts the same
+
+
+@requires_tf
+@pytest.mark.parametrize("fmt", ["onnx-int8", "onnx-fp16"])
+def test_every_onnx_format_carries_the_explanation_outputs(tiny_converted, fmt):
+    clf = engine.load(tiny_converted[0], provider="cpu", artifact=fmt, threads=1)
+    x = np.load(tiny_converted[0] / "holdout.npz")["images"][:4]
+    probs, cams = clf.run_explained(x)
+    assert clf.can_explain and cams.shape[0] == 4 and (cams >= 0).all()
+    np.testing.assert_array_equal(probs, clf.run(x))
+
+
+def test_explain_gives_the_slice_its_evidence_and_an_overlay(tmp_path):
+    """The shipped bundle explains: one explanation per slice, a CAM, a peak inside the image, an overlay."""
+    import cv2
+
+    from conftest import dicom_file
+
+    clf = engine.load(provider="cpu")
+    (ex,) = clf.explain(dicom_file("MR_small.dcm"))
+    assert ex.cam.ndim == 2 and ex.display.shape == (64, 64) and ex.prediction.ok
+    row, col = ex.peak()
+    assert 0 <= row < 64 and 0 <= col < 64 and ex.heatmap().shape == (64, 64)
+    picture = engine.overlay(ex.display, ex.cam, f"p={ex.prediction.probability:.2f}")
+    assert picture.shape == (64, 64, 3) and cv2.imwrite(str(tmp_path / "o.png"), picture)
+
+
+def test_a_graph_without_the_outputs_says_how_to_get_them(tiny_bundle):
+    clf = engine.load(tiny_bundle, provider="cpu")
+    assert not clf.can_explain
+    with pytest.raises(ValueError, match="no Grad-CAM outputs"):
+        clf.run_explained(np.zeros((1, 32, 32, 1), np.uint8))
+
+
+def test_cli_explain_writes_overlays_of_the_driving_slices_of_positive_series(tmp_path, tiny_bundle):
+    import cv2
+    from typer.testing import CliRunner
+
+    from asinfer.engine.cli import app
+    from asinfer.trainer.phantoms import write_dataset
+
+    write_dataset(tmp_path / "data", patients=2, slices=4, fmt="dicom", seed=5, size=128, positive_fraction=1.0)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["predict", str(tmp_path / "data"), "-m", str(tiny_bundle), "--explain",
+                                  str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "no Grad-CAM outputs" in refused.stderr
+    done = runner.invoke(app, ["predict", str(tmp_path / "data"), "--explain", str(tmp_path / "overlays"),
+                               "-f", "json", "--by", "series"])
+    assert done.exit_code == 0, done.output
+    import json
+
+    positive = [s for s in json.loads(done.stdout)["series"] if s["label"] == "AS"]
+    pictures = sorted((tmp_path / "overlays").glob("*.png"))
+    assert positive, "seed 5 gives positive phantom series the shipped model finds"
+    assert len(pictures) == sum(len(s["driving"]) for s in positive)
+    assert f"{len(pictures)} Grad-CAM overlay(s)" in done.stderr and cv2.imread(str(pictures[0])).shape[2] == 3
