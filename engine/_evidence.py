@@ -50,10 +50,12 @@ def grad_cam(features: np.ndarray, head: Head) -> np.ndarray:
         >>> grad_cam(np.ones((1, 2, 3, 3), np.float32), head).shape
         (1, 3, 3)
     """
+    # einsum, not @: a BLAS product wakes OpenBLAS threads that spin on the cores after it returns
+    # and took 20 % off the next inference (benchmarks/evidence.py); these products are tiny.
     a = np.asarray(features, np.float32)
     pooled = a.mean(axis=(2, 3))  # [N, C]
-    active = (pooled @ head.w1 + head.b1) > 0  # [N, J]
-    alpha = (active * head.w2) @ head.w1.T / (a.shape[2] * a.shape[3])  # [N, C]
+    active = (np.einsum("nc,cj->nj", pooled, head.w1) + head.b1) > 0  # [N, J]
+    alpha = np.einsum("nj,cj->nc", active * head.w2, head.w1) / (a.shape[2] * a.shape[3])  # [N, C]
     cam = np.einsum("nc,nchw->nhw", alpha, a)
     return np.maximum(cam, 0.0, out=cam)
 

@@ -16,7 +16,7 @@ Writing (the trainer adds the ONNX metadata embedding, which needs ``onnx``):
     :func:`make_artifact`, :func:`write_manifest`.
 
 Parity of a converted format against its reference:
-    :func:`measure_parity` -> :class:`ParityRecord`; ``FORMATS[f].tolerance``
+    :func:`measure_parity` -> :class:`ParityRecord` (agreement with its :func:`wilson_interval`); ``FORMATS[f].tolerance``
     is a :class:`Tolerance`, whose :meth:`Tolerance.judge` gives the
     :class:`Verdict` (with one :class:`Check` per limit). The converter, the
     bench and the model card use exactly these.
@@ -55,6 +55,7 @@ from ._parity import Tolerance as Tolerance
 from ._parity import Verdict as Verdict
 from ._parity import measure_parity as measure_parity
 from ._parity import roc_auc as roc_auc
+from ._parity import wilson_interval as wilson_interval
 from ._schema import SchemaError as SchemaError
 from ._series import SeriesRule as SeriesRule
 from ._schema import build_dataclass as build_dataclass

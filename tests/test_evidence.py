@@ -112,3 +112,66 @@ def test_cli_explain_writes_overlays_of_the_driving_slices_of_positive_series(tm
     assert positive, "seed 5 gives positive phantom series the shipped model finds"
     assert len(pictures) == sum(len(s["driving"]) for s in positive)
     assert f"{len(pictures)} Grad-CAM overlay(s)" in done.stderr and cv2.imread(str(pictures[0])).shape[2] == 3
+
+
+class _Pointer:
+    """A stand-in classifier whose CAM peaks on the lesion (``aim="lesion"``) or in the far corner."""
+
+    def __init__(self, aim: str) -> None:
+        from types import SimpleNamespace
+
+        self.aim, self.manifest = aim, SimpleNamespace(labels=("no AS", "AS"))
+        self.masks: dict[int, np.ndarray] = {}
+
+    def explain(self, frames):
+        out = []
+        for f in frames:
+            cam = np.zeros((7, 7), np.float32)
+            mask = self.masks.get(f.index)
+            if self.aim == "lesion" and mask is not None and mask.any():
+                r, c = np.argwhere(mask).mean(axis=0) / np.array(mask.shape) * 7
+                cam[int(r), int(c)] = 1.0
+            else:
+                cam[0, 0] = 1.0
+            p = engine.Prediction(f.source, f.index, 0.9, "AS")
+            out.append(engine.Explanation(p, cam, np.zeros(f.pixels.shape, np.uint8)))
+        return out
+
+
+@pytest.mark.parametrize("aim, expected", [("lesion", 1.0), ("corner", 0.0)])
+def test_the_pointing_game_scores_where_the_map_peaks(aim, expected, monkeypatch):
+    """The benchmark's figure is 1 for a map on every lesion and 0 for one that never is: it can fail."""
+    from asinfer.benchmarks import evidence
+    from asinfer.trainer import phantoms
+
+    pointer = _Pointer(aim)
+    real = phantoms.generate_series
+
+    def remembered(*args, **kwargs):
+        series = real(*args, **kwargs)
+        pointer.masks = dict(enumerate(series.masks))
+        return series
+
+    monkeypatch.setattr(phantoms, "generate_series", remembered)
+    game = evidence.pointing_game(pointer, patients=2, seed=3, size=128)
+    assert game["slices"] > 0 and game["share"] == expected
+    low, high = game["interval_95"]
+    assert low <= expected <= high
+
+
+@requires_tf
+def test_the_card_says_whether_the_pointing_game_meets_its_target(tiny_converted, tmp_path):
+    import json
+    import shutil
+
+    from asinfer.trainer.card import write_card
+
+    bundle = shutil.copytree(tiny_converted[1], tmp_path / "bundle")
+    data = json.loads((bundle / "manifest.json").read_text())
+    for share, word in ((0.27, "**misses**"), (0.91, "meets")):
+        data["metrics"]["pointing_game"] = {"hits": int(share * 100), "slices": 100, "share": share,
+                                           "interval_95": [share - 0.08, share + 0.08], "rule": "r", "data": "d",
+                                           "patients": 80, "seed": 4242}
+        (bundle / "manifest.json").write_text(json.dumps(data))
+        text = write_card(bundle).read_text()
+        assert f"This {word} the target of 0.80" in text and "--patients 80 --seed 4242" in text

@@ -42,6 +42,7 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
         f"{test.get('f1')} | {test.get('specificity')} | {cm.get('tn')} | {cm.get('fp')} | {cm.get('fn')} | {cm.get('tp')} |",
         "",
         *_series_section(m),
+        *_evidence_section(m),
         *_parity_section(m),
     ]
     lines += [
@@ -138,6 +139,27 @@ def _series_section(m) -> list[str]:
         lines += ["", "Rules compared on validation (Youden J, AUC): " + "; ".join(
             f"{name} {c.get('youden_j')}, {c.get('auc')}" for name, c in rule.compared.items())]
     return [*lines, ""]
+
+
+POINTING_TARGET = 0.80  # issue 12: the CAM peak on the lesion on >= 80 % of true-positive lesion slices
+
+
+def _evidence_section(m) -> list[str]:
+    """Where the Grad-CAM points (the pointing game of ``python -m asinfer.benchmarks.evidence``)."""
+    game = m.metrics.get("pointing_game")
+    if not game:
+        return []
+    share, interval = game.get("share"), game.get("interval_95")
+    verdict = "meets" if share is not None and share >= POINTING_TARGET else "**misses**"
+    return ["## Evidence (Grad-CAM)",
+            f"Pointing game: the CAM's peak falls on the lesion on {game.get('hits')} of {game.get('slices')} "
+            f"true-positive lesion slices, {_with_interval(share, tuple(interval) if interval else None)} "
+            f"({game.get('rule')}; {game.get('data')}). This {verdict} the target of {POINTING_TARGET:.2f}: "
+            + ("the model looks at the lesion." if verdict == "meets" else
+               "where the peak falls is often not the lesion, so read the overlays as where the model looked, "
+               "not where the disease is."),
+            "Reproduce: `python -m asinfer.benchmarks.evidence --only pointing "
+            f"--patients {game.get('patients', 80)} --seed {game.get('seed', 4242)} --record`.", ""]
 
 
 def _recipe(cfg: dict) -> str:
