@@ -40,6 +40,8 @@ from ._providers import PROVIDERS as PROVIDERS
 from ._providers import SessionConfig as SessionConfig
 from ._providers import available_providers as available_providers
 from ._providers import create_session as create_session
+from ._report import ReportFiles as ReportFiles
+from ._report import write_report as write_report
 from ._series import SeriesCollector as SeriesCollector
 from ._series import SeriesResult as SeriesResult
 from ._series import SeriesRule as SeriesRule

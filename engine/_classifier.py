@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from ._evidence import Head, grad_cam, upsample
 from ._preprocess import Preprocessor, to_uint8
 from ._series import SeriesCollector, SeriesResult, SeriesRule, SliceIdentity
 from ._slices import Slice, Source, load_frames, load_slices
+
+if TYPE_CHECKING:
+    from ._report import ReportFiles
 
 log = logging.getLogger("asinfer")
 
@@ -249,3 +252,28 @@ class Classifier:
                 for p in self.iter_predict(members, batch_size):
                     collector.add(p, group=name)
         return collector.results(self.series_rule, self.manifest.labels, strict)
+
+    def report(self, series: SeriesResult, out) -> "ReportFiles":
+        """Write a decided DICOM series' result as DICOM into the folder ``out``: SR + Secondary Capture.
+
+        The SR (TID 1500) holds the decision, the score, the threshold and the model; one Secondary
+        Capture image per driving slice carries its Grad-CAM overlay (none when the model has no
+        Grad-CAM outputs). See :mod:`asinfer.engine._report` for the content. Needs the ``dicom`` extra.
+
+        Returns:
+            A :class:`ReportFiles`: the files, or the reason nothing was written (``not-dicom``,
+            ``no-decision``, ``report-failed``); expected failures are not raised.
+        """
+        from pathlib import Path
+
+        from ._report import reportable, write_report
+        from ._version import __version__
+
+        evidence: list[Explanation] = []
+        if reportable(series) is None and self.can_explain and series.driving:
+            wanted = set(series.driving)
+            order = {(p.source, p.frame): n for n, p in enumerate(series.slices)}
+            evidence = sorted(self.explain(sorted({source for source, _ in wanted}), frames=wanted),
+                              key=lambda ex: order.get((ex.prediction.source, ex.prediction.frame), 0))
+        return write_report(series, evidence, Path(out), manifest=self.manifest, artifact=self.artifact,
+                            rule=self.series_rule, labels=self.manifest.labels, software_version=__version__)

@@ -31,7 +31,7 @@ COMMANDS: dict[str, LazyCommand] = {
 #: Importable module -> the extra of ``pyproject.toml`` that installs it.
 EXTRAS: dict[str, str] = {
     "tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "ai_edge_litert": "train",
-    "sklearn": "train", "matplotlib": "train", "sympy": "train", "pytest_benchmark": "dev",
+    "sklearn": "train", "matplotlib": "train", "sympy": "train", "pytest_benchmark": "dev", "highdicom": "dicom",
 }
 
 

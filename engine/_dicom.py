@@ -100,7 +100,11 @@ class DicomReader:
             sop_uid=_text(self.ds, "SOPInstanceUID").strip(), sop_class_uid=_text(self.ds, "SOPClassUID").strip(),
             instance_number=_safe_count(self.ds, "InstanceNumber") or None,
             position=_numbers(self.ds, "ImagePositionPatient", 3), orientation=_numbers(self.ds, "ImageOrientationPatient", 6),
-            modality=_text(self.ds, "Modality").strip(), series_description=_text(self.ds, "SeriesDescription").strip())
+            modality=_text(self.ds, "Modality").strip(), series_description=_text(self.ds, "SeriesDescription").strip(),
+            frame_of_reference_uid=_text(self.ds, "FrameOfReferenceUID").strip(),
+            rows=_safe_count(self.ds, "Rows"), columns=_safe_count(self.ds, "Columns"),
+            pixel_spacing=_numbers(self.ds, "PixelSpacing", 2),
+            slice_thickness=(_numbers(self.ds, "SliceThickness", 1) or (None,))[0])
 
     @property
     def info(self) -> dict[str, Any]:

@@ -38,6 +38,12 @@ class SliceIdentity:
     modality: str = ""
     series_description: str = ""
     frame: int = 0
+    # The image's geometry, for results that reference it (a DICOM SR's image library) without a re-read.
+    frame_of_reference_uid: str = ""
+    rows: int = 0
+    columns: int = 0
+    pixel_spacing: tuple[float, float] | None = None  # (row, column) mm
+    slice_thickness: float | None = None  # mm
 
     def location(self) -> float | None:
         """Position along the slice normal (mm), or None without a usable position and orientation."""

@@ -47,6 +47,8 @@ Examples:
   asinfer predict series/ slice.png                  every slice, table on stdout
   asinfer predict scans/ -f csv -o results.csv       CSV for machines
   asinfer predict one.dcm --provider cuda -f json
+  asinfer predict series/ --explain overlays/        Grad-CAM of the driving slices
+  asinfer report study/ --out results/               DICOM SR + Secondary Capture per series
   asinfer info                                       model, hashes, providers
   asinfer synth demo --patients 4 --format dicom     synthetic phantom dataset
   asinfer train phantoms/ --out runs/x --epochs 5    needs the train extra
@@ -56,7 +58,8 @@ Examples:
 \b
 Exit codes:
   0    success (every input predicted)
-  1    some inputs failed (each has a row with its reason); bench: a gate failed
+  1    some inputs failed (each has a row with its reason); report: some
+       series not reported (each has a row with its reason); bench: a gate failed
   2    usage, model or output error, or a crash of the tool (one line;
        ASINFER_DEBUG=1 shows the traceback)
   3    convert: a converted model failed its parity check
@@ -143,7 +146,7 @@ def predict(
     sha256: Annotated[Optional[str], typer.Option(help="Pin the model file to this sha256 (verifies a lone .onnx, which carries no recorded hash).")] = None,
     by: Annotated[Optional[By], typer.Option(help="Rows to write: slice, series or both [default: both; csv: slice]. DICOM groups by SeriesInstanceUID, other images by folder.")] = None,
     strict: Annotated[bool, typer.Option(help="A series with a failed slice gets no decision (reason incomplete-series) instead of a flagged one.")] = False,
-    explain: Annotated[Optional[Path], typer.Option("--explain", help="Write Grad-CAM overlays (PNG) of the slices that drove each positive series into this folder.")] = None,
+    explain: Annotated[Optional[Path], typer.Option("--explain", help="Write Grad-CAM overlays (PNG) of the slices that drove each series' decision into this folder.")] = None,
 ) -> None:
     """Predict every slice of every input, then decide each series: slice rows, then series rows."""
     from asinfer import engine
@@ -203,24 +206,32 @@ def _check_explain(clf, folder: Path) -> None:
     if not clf.can_explain:
         raise _fail(f"--explain: {clf.artifact.file} has no Grad-CAM outputs; add them with "
                     f"python -m asinfer.trainer.convert.explain BUNDLE (or convert the model again)")
+    _writable(folder, "--explain")
+
+
+def _writable(folder: Path, option: str) -> None:
+    """Make ``folder`` if missing; a usage error when it cannot be made or written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _fail(f"--explain {folder}: {exc.strerror or exc}")
+        raise _fail(f"{option} {folder}: {exc.strerror or exc}")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise _fail(f"--explain {folder} is not writable")
+        raise _fail(f"{option} {folder} is not writable")
 
 
 def _write_overlays(clf, series, folder: Path) -> int:
-    """One overlay PNG per slice that drove a positive series (slice, heat map, probability, the notice)."""
+    """One overlay PNG per slice that drove a series' decision (slice, heat map, probability, the notice).
+
+    Negative series too: their driving slice is the one nearest the threshold, and where the model looked
+    there is the evidence for "nothing found" (the report's Secondary Capture shows the same).
+    """
     import cv2
 
     from asinfer import engine
 
-    positive = clf.manifest.labels[1]
     written = 0
     for s in series:
-        if s.label != positive:
+        if s.label is None:
             continue
         wanted = {(source, frame) for source, frame in s.driving}
         for ex in clf.explain(sorted({source for source, _ in wanted}), frames=wanted):
@@ -348,6 +359,78 @@ def _metric_lines(metrics: dict) -> list[str]:
                                   for k, v in d.items() if not isinstance(v, (dict, list)))
     top = scalars(metrics)
     return ([top] if top else []) + [f"{k}: {scalars(v)}" for k, v in metrics.items() if isinstance(v, dict)]
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def report(
+    paths: Annotated[list[str], typer.Argument(help="DICOM files or folders (walked recursively).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results: one sub-folder per series (its SeriesInstanceUID) with sr.dcm and sc-NNN.dcm.", show_default=False)],
+    model: ModelOpt = None,
+    provider: Annotated[ProviderChoice, typer.Option(help="Where to run: auto takes CUDA when it works, else CPU.")] = ProviderChoice.auto,
+    artifact: Annotated[Optional[str], typer.Option(help="Force an artifact format, e.g. onnx-fp32 [default: int8 on CPU, fp16 on CUDA].")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Slices per inference call.")] = 8,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="CPU threads [default: all cores].")] = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for machines (stdout).")] = ReportFormat.table,
+    max_pixels: Annotated[int, typer.Option(min=1, max=1 << 34, help="Refuse input files holding more pixels than this (all frames).")] = MAX_PIXELS,
+    max_memory: Annotated[int, typer.Option(min=1, max=1 << 20, help="MB of decoded image one input may hold at once.")] = MAX_MEMORY_MB,
+    sha256: Annotated[Optional[str], typer.Option(help="Pin the model file to this sha256.")] = None,
+    strict: Annotated[bool, typer.Option(help="A series with a failed slice gets no decision, hence no report.")] = False,
+) -> None:
+    """Decide each DICOM series and write its result as DICOM: an SR (TID 1500) and Secondary Capture evidence.
+
+    Per series: sr.dcm (finding present/absent at the sacroiliac joint, the score and its threshold, the
+    model and its sha256, references to every slice) and one sc-NNN.dcm per driving slice with the Grad-CAM
+    overlay burned in; both in the source's patient and study, marked NOT FOR DIAGNOSTIC USE. Needs the
+    dicom extra. Exit 0 when every series was reported, 1 when some were not (each has a row with its
+    reason) or some slices failed.
+    """
+    import importlib.util
+
+    from asinfer import engine
+
+    if importlib.util.find_spec("highdicom") is None:
+        raise _fail("asinfer report needs highdicom; it comes with the 'dicom' extra: pip install 'asinfer[dicom]'")
+    sources = _sources(paths)
+    try:
+        clf = engine.load(model, provider=provider.value, artifact=artifact, threads=threads, sha256=sha256,
+                          max_pixels=max_pixels, max_bytes=max_memory << 20)
+    except (engine.ModelError, ValueError, OSError) as exc:
+        raise _fail(str(exc))
+    _writable(out, "--out")
+    series = clf.predict_series(sources, batch_size, strict=strict)
+    results = [(s, clf.report(s, out / _safe(s.key))) for s in series]
+    if fmt is ReportFormat.json:
+        typer.echo(json.dumps([{"series": s.to_dict(), "sr": None if r.sr is None else str(r.sr),
+                                "sc": [str(p) for p in r.sc], "reason": r.reason, "message": r.message}
+                               for s, r in results], indent=2))
+    else:
+        for s, r in results:
+            typer.echo(_report_row(s, r))
+    done = sum(r.ok for _, r in results)
+    failed = sum(s.n_failed for s in series)
+    _say(f"{done} of {len(results)} series reported in {_printable(str(out))}"
+         + (f"; {failed} slice(s) failed" if failed else "")
+         + f"; model {clf.manifest.name} {clf.manifest.version}, {clf.artifact.format} on {clf.provider}\n"
+         + "note: NOT FOR DIAGNOSTIC USE; "
+         + ("this model was trained on synthetic phantoms." if clf.manifest.synthetic_training_data else clf.manifest.notice))
+    raise typer.Exit(EXIT_OK if done == len(results) and not failed else EXIT_SOME_FAILED)
+
+
+def _report_row(s, r) -> str:
+    """One line per series: its key, decision and score, then the files written or why none were."""
+    head = f"{_printable(s.key):<40} {_printable(str(s.label or '-')):<6} " \
+           f"{'-' if s.score is None else f'{s.score:.3f}':<6} {s.n_slices:>3} slices"
+    if not r.ok:
+        return f"{head}  not reported: {r.reason}: {_printable(r.message or '')}"
+    return f"{head}  {_printable(str(r.sr))} + {len(r.sc)} SC"
 
 
 @app.command()
