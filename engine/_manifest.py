@@ -65,10 +65,15 @@ class PreprocessSpec:
     resize_down: str = "area"  # interpolation when shrinking (anti-aliased)
     resize_up: str = "linear"  # interpolation when enlarging
     # >8-bit data: DICOM VOI window when the file has one, else a robust
-    # percentile stretch to 0..255; 8-bit images pass through unchanged.
+    # percentile stretch to 0..255; 8-bit images pass through unchanged
+    # unless ``stretch_8bit`` (then they are mapped the same way).
     percentile_low: float = 0.5
     percentile_high: float = 99.5
     use_voi_window: bool = True
+    # 8-bit images mapped like deeper ones: an export that uses part of the range (12-bit values
+    # shifted right by 4 fill 0..~100) reaches the model as a full-range image. Off in bundles
+    # made before it existed, which keep their own behaviour.
+    stretch_8bit: bool = False
     # What the graph does with the uint8 batch (documentation of the contract).
     in_graph: str = "x / 255, grey replicated to 3 channels"
 

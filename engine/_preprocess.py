@@ -29,10 +29,11 @@ _INTERPOLATION = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "cubic": "INTE
 def to_uint8(frame: Frame | np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
     """Map one grey slice to 8 bit, as a display would.
 
-    uint8 passes through. Deeper data uses the frame's DICOM VOI window
-    (linear function of PS3.3 C.11.2.1.2, on the rescaled values) when it
-    has one and ``spec.use_voi_window``; otherwise the ``spec`` percentiles
-    are stretched to 0..255. The DICOM modality LUT (``frame.rescale``) is
+    uint8 passes through unless ``spec.stretch_8bit``. Deeper data (and
+    uint8 with ``stretch_8bit``) uses the frame's DICOM VOI window (linear
+    function of PS3.3 C.11.2.1.2, on the rescaled values) when it has one
+    and ``spec.use_voi_window``; otherwise the ``spec`` percentiles are
+    stretched to 0..255. The DICOM modality LUT (``frame.rescale``) is
     folded into that one linear map, so no float copy of the frame is made.
     MONOCHROME1 frames are inverted after the mapping.
 
@@ -52,7 +53,7 @@ def to_uint8(frame: Frame | np.ndarray, spec: PreprocessSpec = PreprocessSpec())
         pixels, window, invert, slope, intercept = np.asarray(frame), None, False, 1.0, 0.0
     if pixels.ndim != 2 or pixels.size == 0:
         raise InputError("empty", f"expected a non-empty 2-D slice, got shape {pixels.shape}")
-    if pixels.dtype == np.uint8 and (slope, intercept) == (1.0, 0.0):
+    if pixels.dtype == np.uint8 and (slope, intercept) == (1.0, 0.0) and not spec.stretch_8bit:
         out = pixels
     elif pixels.dtype == np.bool_:
         out = pixels.view(np.uint8) * np.uint8(255)
@@ -70,10 +71,11 @@ def to_uint8(frame: Frame | np.ndarray, spec: PreprocessSpec = PreprocessSpec())
 
 
 def _percentiles(pixels: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    """Robust intensity range; a histogram for 16-bit data (fast), else np.percentile."""
-    if pixels.dtype in (np.uint16, np.int16):
+    """Robust intensity range; a histogram for 8- and 16-bit data (fast), else np.percentile."""
+    if pixels.dtype in (np.uint8, np.uint16, np.int16):
         offset = 32768 if pixels.dtype == np.int16 else 0
-        counts = _histogram16(pixels.ravel(), offset)
+        counts = (np.bincount(pixels.ravel(), minlength=256) if pixels.dtype == np.uint8
+                  else _histogram16(pixels.ravel(), offset))
         cdf = np.cumsum(counts)
         lo = np.searchsorted(cdf, cdf[-1] * low / 100, side="right") - offset
         hi = np.searchsorted(cdf, cdf[-1] * high / 100, side="left") - offset
@@ -111,7 +113,7 @@ def _stretch(pixels: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-_CV_DEPTHS = {np.dtype(t) for t in (np.uint16, np.int16, np.int32, np.float32, np.float64)}
+_CV_DEPTHS = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64)}
 
 
 class Preprocessor:

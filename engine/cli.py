@@ -461,7 +461,9 @@ def info(
     typer.echo(f"input       {spec.name}: {spec.dtype} [N, {spec.height}, {spec.width}, {spec.channels}] {spec.layout}")
     pre = manifest.preprocessing
     typer.echo(f"preprocess  CLAHE clip {pre.clahe_clip_limit:g}, tiles {pre.clahe_tile_grid[0]}x{pre.clahe_tile_grid[1]}, "
-               f"resize {pre.resize_down}/{pre.resize_up}, >8-bit: VOI window else p{pre.percentile_low:g}-p{pre.percentile_high:g}")
+               f"resize {pre.resize_down}/{pre.resize_up}, {'all depths' if pre.stretch_8bit else '>8-bit'}: "
+               + ("VOI window else " if pre.use_voi_window else "")
+               + f"p{pre.percentile_low:g}-p{pre.percentile_high:g}" + ("" if pre.stretch_8bit else "; 8-bit as stored"))
     typer.echo("artifacts")
     for a in manifest.artifacts:
         check = checks.get(a.format)

@@ -296,7 +296,7 @@ def manifests(draw):
             clahe_clip_limit=draw(st.floats(0.01, 1000)), clahe_tile_grid=draw(st.tuples(*[st.integers(1, 64)] * 2)),
             resize_down=draw(st.sampled_from(["area", "linear", "cubic", "nearest", "lanczos"])),
             percentile_low=low, percentile_high=draw(st.floats(low + 0.5, 100)),
-            use_voi_window=draw(st.booleans())),
+            use_voi_window=draw(st.booleans()), stretch_8bit=draw(st.booleans())),
         artifacts=tuple(artifacts), description=draw(st.text(max_size=30)),
         training=draw(st.dictionaries(st.text(max_size=8), FREE, max_size=3)),
         metrics=draw(st.dictionaries(st.text(max_size=8), FREE, max_size=3)),

@@ -16,6 +16,32 @@ def test_uint8_passes_through():
     assert to_uint8(img) is img
 
 
+def test_stretch_8bit_makes_a_part_range_export_look_like_its_source():
+    """12-bit values shifted right by 4 (an 8-bit export without windowing) fill only 0..~100; with
+    ``stretch_8bit`` the model sees nearly the image the 12-bit file gives, without it a dark one."""
+    rng = np.random.default_rng(4)
+    ramp = np.linspace(0, 1, 96, dtype=np.float32)[None, :] * np.ones((96, 1), np.float32)
+    texture = cv2.GaussianBlur(rng.uniform(-1, 1, (96, 96)).astype(np.float32), (0, 0), 2)
+    deep = ((ramp + texture) * 1400 + 300).clip(0, 4095).astype(np.uint16)
+    deep[5, 5] = 4095  # a hot pixel the percentiles must ignore
+    export = (deep >> 4).astype(np.uint8)
+    spec = PreprocessSpec(stretch_8bit=True)
+    reference = to_uint8(deep, spec).astype(int)
+    stretched = to_uint8(export, spec).astype(int)
+    assert np.abs(stretched - reference).mean() < 2.0 and np.percentile(np.abs(stretched - reference), 99) <= 6
+    assert np.percentile(to_uint8(export), 99) < 128  # the v1 behaviour it fixes: passed through, half the range unused
+    assert stretched.max() == 255 and stretched.min() == 0
+
+
+def test_stretch_8bit_uses_the_window_and_inverts_like_deeper_data():
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    spec = PreprocessSpec(stretch_8bit=True)
+    windowed = to_uint8(Frame(values, "x", window=(128.0, 64.0)), spec)
+    assert (windowed == 0).mean() > 0.35 and (windowed == 255).mean() > 0.35
+    inverted = to_uint8(Frame(values, "x", window=(128.0, 64.0), invert=True), spec)
+    np.testing.assert_array_equal(inverted, 255 - windowed)
+
+
 def test_voi_window_follows_dicom_linear_function():
     # PS3.3 C.11.2.1.2.1 with center 100, width 21: 89.5 -> 0 and 109.5 -> 255
     values = np.array([[0, 89, 90, 99.5, 109, 110, 4000]], np.float32)
