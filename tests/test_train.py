@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -106,6 +108,57 @@ def test_warmup_at_a_smaller_size_continues_with_the_same_weights(tmp_path):
 
     assert manifest.training["machine"].startswith(f"{machine()['cpu']}, ")  # the CPU model, for the card
     assert np.load(tmp_path / "run" / "holdout.npz")["images"].shape[1:] == (48, 48, 1)
+
+
+def test_v2_recipe_knobs_fixres_lower_rate_photometric_augmentation_and_preprocessing(tmp_path):
+    """After the warm-up the BN statistics are measured again at the new size (frozen blocks too), the
+    rate drops, photometric augmentation runs, and the run's preprocessing is what its manifest records."""
+    import keras
+
+    from asinfer.trainer.model import vgg_base
+    from asinfer.trainer.train import TrainConfig, photometric_augmentation, train
+
+    cfg = TrainConfig(synth={"patients": 8, "slices": 3, "seed": 4, "size": 96}, image_size=48, warmup_size=32,
+                      warmup_epochs=1, epochs=1, batch_size=8, calibration_images=4, freeze_blocks=2,
+                      learning_rate=1e-3, learning_rate_after_warmup=2e-4, bn_reestimate_batches=2,
+                      gamma=0.3, contrast=0.2, noise=6.0, blur=1.0, bias=0.3, preprocessing={"stretch_8bit": True})
+    messages = []
+    manifest = train(cfg, tmp_path / "run", progress=messages.append)
+    assert any(m.startswith("batch norm statistics re-estimated at 48x48 over 2 batches") for m in messages)
+    assert [m for m in messages if m.startswith("training epochs")][1].endswith("lr 0.0002")
+    assert manifest.preprocessing.stretch_8bit and engine_spec_round_trips(tmp_path / "run")
+    frozen_bn = vgg_base(keras.models.load_model(tmp_path / "run" / "model.keras")).get_layer("block1_bn1")
+    assert not frozen_bn.trainable  # the re-estimation left the freezing as it was
+
+    x = np.full((4, 48, 48, 1), 120.0, np.float32)
+    x[:, :, 24:] = 60.0
+    out = photometric_augmentation(cfg)(x).numpy()
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 255
+    assert np.abs(out - x).mean() > 1.0 and len({round(float(o.mean()), 3) for o in out}) == 4  # per image
+    assert photometric_augmentation(TrainConfig())(x) is x  # v1 recipes: no photometric augmentation at all
+
+
+def test_batch_norm_reestimation_moves_statistics_of_frozen_blocks_and_not_weights():
+    from asinfer.trainer.model import build_model, freeze, vgg_base
+    from asinfer.trainer.train import TrainConfig, reestimate_batch_norm
+
+    model = build_model(32, seed=0, batch_norm=True)
+    freeze(vgg_base(model), 2)
+    bn, conv = vgg_base(model).get_layer("block1_bn1"), vgg_base(model).get_layer("block1_conv1")
+    before_mean, before_kernel = np.array(bn.moving_mean), np.array(conv.kernel)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 32, 32, 1), dtype=np.uint8)
+    reestimate_batch_norm(model, {"train": (images, np.zeros(16, np.float32))},
+                           TrainConfig(batch_size=8, bn_reestimate_batches=2), lambda _: None)
+    assert np.abs(np.array(bn.moving_mean) - before_mean).max() > 1e-3
+    np.testing.assert_array_equal(np.array(conv.kernel), before_kernel)
+    assert not bn.trainable
+
+
+def engine_spec_round_trips(run: Path) -> bool:
+    from asinfer.engine.bundle import read_manifest
+
+    return read_manifest(run / "manifest.json").preprocessing.stretch_8bit is True
 
 
 def test_imagenet_offline_says_how_to_supply_the_file(tmp_path, monkeypatch):

@@ -62,6 +62,15 @@ class TrainConfig:
     shift: float = 0.05
     zoom: float = 0.1
     flip: bool = True
+    # Acquisition-like augmentation of the model input (0 = off, as in v1 recipes); per image:
+    gamma: float = 0.0  # gamma drawn log-uniform in exp(+-gamma)
+    contrast: float = 0.0  # contrast about the image mean scaled by 1 +- contrast
+    noise: float = 0.0  # Gaussian noise, sigma up to this many 8-bit levels
+    blur: float = 0.0  # Gaussian blur, sigma up to this many pixels (one sigma per batch)
+    bias: float = 0.0  # smooth multiplicative field exp(bias * u * N(0,1) on a 4x4 grid), u in 0..1
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # PreprocessSpec fields (e.g. stretch_8bit)
+    learning_rate_after_warmup: float | None = None  # from scratch: the rate at image_size [default: learning_rate]
+    bn_reestimate_batches: int = 0  # FixRes: BN statistics measured again at image_size after the warm-up
     target_sensitivity: float | None = None  # else the threshold maximises Youden's J
     calibration_images: int = 300
     seed: int = 0
@@ -82,6 +91,11 @@ class TrainConfig:
     def override(self, **values: Any) -> "TrainConfig":
         """A copy with the given fields replaced; None leaves a field as it is (unset command-line options)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    @property
+    def preprocess_spec(self) -> PreprocessSpec:
+        """The preprocessing this run trains with, and its bundle records."""
+        return PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.preprocessing.items()})
 
     @property
     def uses_batch_norm(self) -> bool:
@@ -155,7 +169,7 @@ def _load_splits(data: Path, config: TrainConfig, out: Path, say, size: int | No
     splits, failures, members = {}, [], {}
     for name in ("train", "val", "test"):
         chosen = [records[i] for i in getattr(split, name)]
-        loaded = load_indexed(chosen, size or config.image_size, PreprocessSpec(), out / "cache")
+        loaded = load_indexed(chosen, size or config.image_size, config.preprocess_spec, out / "cache")
         splits[name] = (loaded.images, loaded.labels.astype(np.float32))
         members[name] = (chosen, loaded.index)  # which record each image is: series are fitted per patient
         failures += loaded.failures
@@ -206,14 +220,18 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
     else:
         phases = [(config.warmup_epochs, config.learning_rate, config.warmup_freeze_blocks, config.warmup_size,
                    warm)] if warm is not None else []
-        phases.append((config.epochs, config.learning_rate, config.freeze_blocks, size, splits))
+        after = config.learning_rate_after_warmup if warm is not None else None
+        phases.append((config.epochs, after or config.learning_rate, config.freeze_blocks, size, splits))
     start = 0
     for epochs, lr, frozen, size, data in phases:
         end = start + epochs
         if done < end:
-            if model.input_shape[1] != size:
+            resized = model.input_shape[1] != size
+            if resized:
                 model = _resized(model, size, config)
             freeze(vgg_base(model), frozen)
+            if resized and done <= start and config.bn_reestimate_batches:
+                reestimate_batch_norm(model, data, config, say)
             _compile(model, lr)
             frozen_text = f"blocks 1-{frozen} frozen" if frozen else "all blocks trainable"
             say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
@@ -224,6 +242,35 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
     if model.input_shape[1] != config.image_size:  # resumed after the last epoch of the warm-up
         model = _resized(model, config.image_size, config)
     return model, _read_history(history_csv)
+
+
+def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
+    """FixRes: measure every batch norm's statistics again at the new input size, weights untouched.
+
+    After a warm-up at a smaller size the moving means and variances describe 112-px images; frozen
+    blocks would keep them for good. Forward passes in training mode over augmented training batches
+    (every BN layer briefly trainable; no optimiser step) move them to the new size's statistics.
+    """
+    import keras
+
+    layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    trainable = [layer.trainable for layer in layers]
+    for layer in layers:
+        layer.trainable = True
+    batches = 0
+    for x, _ in _train_dataset(data["train"], config).take(config.bn_reestimate_batches):
+        model(x, training=True)
+        batches += 1
+    for layer, was in zip(layers, trainable):
+        layer.trainable = was
+    say(f"batch norm statistics re-estimated at {model.input_shape[1]}x{model.input_shape[1]} over {batches} batches")
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def _resized(model, size: int, config: TrainConfig):
@@ -255,14 +302,49 @@ def _train_dataset(train, config: TrainConfig):
         *([layers.RandomFlip("horizontal", seed=config.seed)] if config.flip else []),
     ], name="augment")
 
+    photometric = photometric_augmentation(config)
+
     def augment(x, y):
-        x = aug(tf.cast(x, tf.float32), training=True)
+        x = photometric(aug(tf.cast(x, tf.float32), training=True))
         return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), y
 
     images, labels = train
     return (tf.data.Dataset.from_tensor_slices((images, labels))
             .shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
             .batch(config.batch_size).map(augment, num_parallel_calls=1).prefetch(1))
+
+
+def photometric_augmentation(config: TrainConfig):
+    """Per-image gamma, bias field, contrast, blur and noise on a float batch in 0..255 (identity when all 0)."""
+    import tensorflow as tf
+
+    if not any((config.gamma, config.bias, config.contrast, config.blur, config.noise)):
+        return lambda x: x
+    gen = tf.random.Generator.from_seed(config.seed + 7)
+
+    def apply(x):
+        n = tf.shape(x)[0]
+        uniform = lambda lo, hi: gen.uniform(tf.stack([n, 1, 1, 1]), lo, hi)
+        v = x / 255.0
+        if config.gamma:
+            v = tf.pow(tf.clip_by_value(v, 1e-6, 1.0), tf.exp(uniform(-config.gamma, config.gamma)))
+        if config.bias:
+            coarse = gen.normal(tf.stack([n, 4, 4, 1]))
+            v *= tf.exp(config.bias * uniform(0.0, 1.0) * tf.image.resize(coarse, tf.shape(x)[1:3], "bicubic"))
+        if config.contrast:
+            mean = tf.reduce_mean(v, axis=[1, 2, 3], keepdims=True)
+            v = (v - mean) * uniform(1 - config.contrast, 1 + config.contrast) + mean
+        if config.blur:
+            sigma = tf.maximum(gen.uniform([], 0.0, config.blur), 1e-3)
+            taps = tf.exp(-tf.range(-3.0, 4.0) ** 2 / (2 * sigma ** 2))
+            taps /= tf.reduce_sum(taps)
+            v = tf.nn.conv2d(v, tf.reshape(taps, [7, 1, 1, 1]), 1, "SAME")
+            v = tf.nn.conv2d(v, tf.reshape(taps, [1, 7, 1, 1]), 1, "SAME")
+        if config.noise:
+            v += gen.normal(tf.shape(v)) * uniform(0.0, config.noise / 255.0)
+        return tf.clip_by_value(v, 0.0, 1.0) * 255.0
+
+    return apply
 
 
 def _class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -415,6 +497,7 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
     manifest = Manifest(
         name=config.name, version=config.version, threshold=round(float(threshold), 6),
         input=InputSpec(height=config.image_size, width=config.image_size),
+        preprocessing=config.preprocess_spec,
         description=_describe(config),
         synthetic_training_data=synthetic,
         notice=("Trained on SYNTHETIC phantoms only: not a diagnostic device, no clinical validity."
