@@ -11,7 +11,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from asinfer.trainer.phantoms import PROFILES, generate_series, meets_asas, write_dataset
+from asinfer.trainer.phantoms import (
+    ANATOMIES,
+    HELD_OUT,
+    PROFILES,
+    TRAINING_ANATOMIES,
+    generate_series,
+    meets_asas,
+    write_dataset,
+)
 
 SIZE = 128  # small matrices keep the file fast; geometry is in mm so nothing else changes
 
@@ -36,10 +44,11 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_series_shape_dtype_and_12_bit(series_pair):
-    s = series_pair[0][0]
+def test_series_shape_dtype_and_12_bit():
+    s = generate_series(0, slices=6, size=SIZE, positive=True, profile="default")  # the classic preset
     assert s.images.shape == (6, SIZE, SIZE) and s.images.dtype == np.uint16
     assert s.images.max() <= 4095 and s.images.max() > 500
+    assert (s.bits_stored, s.photometric) == (12, "MONOCHROME2") and s.window is not None
     assert s.masks.shape == s.images.shape and s.masks.dtype == bool
     assert len(s.slice_labels) == len(s.lesions) == len(s.slice_positions) == 6
     assert s.pixel_spacing[0] == pytest.approx(s.fov_mm / SIZE)
@@ -50,12 +59,15 @@ def test_same_seed_same_series_other_seed_differs():
     b = generate_series(3, slices=2, size=SIZE, positive=True)
     c = generate_series(4, slices=2, size=SIZE, positive=True)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks)
+    assert (a.anatomy, a.bits_stored, a.photometric, a.window) == (b.anatomy, b.bits_stored, b.photometric, b.window)
     assert not np.array_equal(a.images, c.images)
 
 
 def test_random_matrix_in_range():
-    sizes = {generate_series(s, slices=1, positive=False).size for s in range(6)}
-    assert all(256 <= n <= 512 for n in sizes) and len(sizes) > 1
+    mixed = {generate_series(s, slices=1, positive=False).size for s in range(12)}
+    assert all(192 <= n <= 640 and n % 32 == 0 for n in mixed) and len(mixed) > 3
+    preset = {generate_series(s, slices=1, positive=False, profile="default").size for s in range(6)}
+    assert all(256 <= n <= 512 for n in preset) and len(preset) > 1
 
 
 def test_positives_meet_asas_and_negatives_never(series_pair):
@@ -99,7 +111,88 @@ def test_meets_asas_rule_cases():
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_profile_renders(name):
     s = generate_series(1, slices=2, size=SIZE, positive=True, profile=name)
-    assert s.profile == name and s.label == 1
+    assert s.profile == name and s.label == 1 and meets_asas(s.lesions)
+
+
+@pytest.mark.parametrize("name", sorted(ANATOMIES))
+def test_every_anatomy_variant_renders_with_exact_truth(name):
+    for seed in range(2):
+        pos = generate_series(seed, slices=3, size=SIZE, positive=True, anatomy=name)
+        neg = generate_series(seed, slices=3, size=SIZE, positive=False, anatomy=name)
+        assert pos.anatomy == neg.anatomy == name
+        assert pos.label == 1 and meets_asas(pos.lesions) and neg.label == 0 and not neg.masks.any()
+        assert [int(m.any()) for m in pos.masks] == pos.slice_labels
+
+
+def test_anatomy_variants_draw_their_own_shapes():
+    for name, variant in ANATOMIES.items():
+        for seed in range(3):
+            g = generate_series(seed, slices=1, size=64, positive=False, anatomy=name).geometry
+            assert variant.fat_mm[0] <= g.fat_mm <= variant.fat_mm[1]
+            assert variant.body_a[0] <= g.body_a <= variant.body_a[1]
+            assert variant.sacrum_w[0] <= g.sacrum_w <= variant.sacrum_w[1]
+    thin, obese = ANATOMIES["thin"], ANATOMIES["obese"]
+    assert thin.fat_mm[1] < obese.fat_mm[0]  # the regimes differ, not only their names
+
+
+def test_asymmetries_are_random_in_sign():
+    geometries = [generate_series(s, slices=1, size=64, positive=False).geometry for s in range(60)]
+    wider = [g.joint_gap[1] > g.joint_gap[-1] for g in geometries]
+    longer = [g.wing_span[1] > g.wing_span[-1] for g in geometries]
+    for flags in (wider, longer, [g.asym > 0 for g in geometries], [g.body_dx > 0 for g in geometries]):
+        assert 15 <= sum(flags) <= 45
+
+
+def test_training_distribution_never_draws_the_held_out_settings():
+    held_profile, held_anatomy = PROFILES[HELD_OUT["profile"]], ANATOMIES[HELD_OUT["anatomy"]]
+    assert held_profile.held_out and held_anatomy.held_out and HELD_OUT["anatomy"] not in TRAINING_ANATOMIES
+    drawn = [generate_series(s, slices=1, size=64, positive=bool(s % 2)) for s in range(60)]
+    assert {x.profile for x in drawn} == {"mixed"}
+    assert {x.anatomy for x in drawn} == set(TRAINING_ANATOMIES)  # every training variant, never the held-out one
+    # The held-out profile lies outside the training ranges: weaker fat suppression, brighter response.
+    mixed = PROFILES["mixed"]
+    assert mixed.fat_residual[1] < held_profile.fat_residual[0] and mixed.gamma[0] > held_profile.gamma[1]
+    assert max(x.acquisition.fat_residual for x in drawn) < held_profile.fat_residual[0]
+    held = generate_series(0, slices=2, size=64, positive=True, **HELD_OUT)
+    assert (held.profile, held.anatomy) == (HELD_OUT["profile"], HELD_OUT["anatomy"]) and held.label == 1
+
+
+def test_training_distribution_draws_every_storage_and_polarity():
+    drawn = [generate_series(s, slices=1, size=64, positive=False) for s in range(80)]
+    assert {x.bits_stored for x in drawn} == {8, 12, 16}
+    assert {x.images.dtype for x in drawn} == {np.dtype(np.uint8), np.dtype(np.uint16)}
+    assert {x.window is None for x in drawn} == {True, False}
+    assert "MONOCHROME1" in {x.photometric for x in drawn}
+    assert {x.acquisition.storage.export8 for x in drawn if x.bits_stored == 8} == {"full", "shift"}
+    fields = [x.field_strength_t for x in drawn]
+    assert min(fields) < 0.5 and max(fields) > 2.0 and len(set(fields)) > 40  # continuous, 0.25-3 T
+
+
+def test_lesions_fall_on_both_sides_equally():
+    sides = {"R": 0, "L": 0}
+    for seed in range(80):
+        s = generate_series(1000 + seed, slices=4, size=64, positive=True)
+        for side in {(les.lesion_id, les.side) for slice_lesions in s.lesions for les in slice_lesions}:
+            sides[side[1]] += 1
+    total = sides["R"] + sides["L"]
+    assert total > 120 and abs(sides["R"] - sides["L"]) / total < 0.2, sides
+
+
+def test_mimics_come_with_the_same_probabilities_in_both_classes():
+    chronic = {"erosion", "fat"}  # signs of sacroiliitis that go with lesions (fat also occurs as a mimic)
+
+    def rates(positive: bool) -> dict[str, float]:
+        counts: dict[str, int] = {}
+        for seed in range(70):
+            s = generate_series(2000 + seed, slices=4, size=64, positive=positive)
+            for kind in {k for f in s.findings for k in f} - chronic:
+                counts[kind] = counts.get(kind, 0) + 1
+        return {k: v / 70 for k, v in counts.items()}
+
+    pos, neg = rates(True), rates(False)
+    assert {"vessel", "deep-focus", "joint-fluid", "soft-oedema", "bowel-contact"} <= set(neg)
+    for kind in set(pos) | set(neg):
+        assert abs(pos.get(kind, 0) - neg.get(kind, 0)) < 0.25, (kind, pos.get(kind), neg.get(kind))
 
 
 def _relative_noise(img: np.ndarray) -> float:
@@ -117,6 +210,7 @@ def test_profiles_shift_the_noise():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"profile": "lowfield"}, "low-field"),
+    ({"anatomy": "eldery"}, "elderly"),
     ({"slices": 0}, "slices=0"),
     ({"size": 10}, "size=10"),
 ])
@@ -137,6 +231,7 @@ def test_png_layout_is_what_the_loader_reads(png_dir):
     import cv2
 
     out, summary = png_dir
+    series = _regenerate(summary, slices=3)
     with summary.csv_path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["path", "label", "patient_id", "slice_index", "series_label"]
@@ -146,7 +241,9 @@ def test_png_layout_is_what_the_loader_reads(png_dir):
         assert "\\" not in r["path"] and r["path"].split("/")[0] == ("positive" if r["label"] == "1" else "negative")
         assert r["patient_id"] in r["path"] and f"_s{int(r['slice_index']):02d}" in r["path"]
         img = cv2.imread(str(out / r["path"]), cv2.IMREAD_UNCHANGED)
-        assert img.dtype == np.uint16 and img.shape == (SIZE, SIZE) and img.max() <= 4095
+        s = series[int(r["patient_id"][1:])]
+        assert img.dtype == (np.uint8 if s.bits_stored == 8 else np.uint16) and img.shape == (SIZE, SIZE)
+        assert np.array_equal(img, s.images[int(r["slice_index"])])  # display polarity, as stored
     assert "SYNTHETIC" in (out / "README.txt").read_text()
 
 
@@ -174,13 +271,18 @@ def test_patient_is_independent_of_dataset_size(tmp_path):
         "positive/P0000_s00.png" if (b.out / "positive/P0000_s00.png").exists() else "negative/P0000_s00.png"]
 
 
+def _regenerate(summary, slices: int, size: int = SIZE, **kwargs) -> list:
+    """The series write_dataset drew, patient by patient."""
+    children = np.random.SeedSequence(summary.seed).spawn(summary.n_patients)
+    return [generate_series(c, slices=slices, size=size, positive=bool(p), patient_id=f"P{i:04d}", **kwargs)
+            for i, (c, p) in enumerate(zip(children, _labels(summary.n_patients, summary.seed)))]
+
+
 @pytest.fixture(scope="module")
 def dicom_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("dicom")
-    summary = write_dataset(out, patients=2, slices=3, fmt="dicom", seed=11, size=SIZE)
-    series = [generate_series(c, slices=3, size=SIZE, positive=bool(p), patient_id=f"P{i:04d}")
-              for i, (c, p) in enumerate(zip(np.random.SeedSequence(11).spawn(2), _labels(2, 11)))]
-    return out, summary, series
+    summary = write_dataset(out, patients=6, slices=3, fmt="dicom", seed=11, size=SIZE)
+    return out, summary, _regenerate(summary, slices=3)
 
 
 def _labels(n, seed):
@@ -192,28 +294,31 @@ def _labels(n, seed):
 def test_dicom_round_trip_through_pydicom(dicom_dir):
     out, summary, series = dicom_dir
     files = sorted(out.rglob("*.dcm"))
-    assert len(files) == summary.n_slices == 6
+    assert len(files) == summary.n_slices == 18
     studies = set()
     for path in files:
         ds = pydicom.dcmread(path)
         pid, idx = ds.PatientID, int(path.stem.split("_s")[1])
         s = next(x for x in series if x.patient_id == pid)
-        assert np.array_equal(ds.pixel_array, s.images[idx])
+        assert np.array_equal(ds.pixel_array, s.stored(idx))
         assert ds.SOPClassUID == pydicom.uid.MRImageStorage and ds.Modality == "MR"
         assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
-        assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (16, 12, 11, 0)
-        assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.InstanceNumber == idx + 1
+        allocated = 8 if s.bits_stored == 8 else 16
+        assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (
+            allocated, s.bits_stored, s.bits_stored - 1, 0)
+        assert ds.PhotometricInterpretation == s.photometric and ds.InstanceNumber == idx + 1
         assert str(ds.PatientName) == f"PHANTOM^{pid}" and "SYNTHETIC PHANTOM" in ds.SeriesDescription
         assert float(ds.PixelSpacing[0]) == pytest.approx(s.pixel_spacing[0], rel=1e-5)
         assert float(ds.ImagePositionPatient[2]) == pytest.approx(s.slice_positions[idx])
-        assert float(ds.WindowWidth) > 0
+        assert float(ds.MagneticFieldStrength) == pytest.approx(s.field_strength_t)
+        assert ("WindowWidth" in ds) == (s.window is not None)
         studies.add((pid, ds.StudyInstanceUID, ds.SeriesInstanceUID))
-    assert len(studies) == 2  # one study and series per patient
+    assert len(studies) == 6  # one study and series per patient
 
 
 def test_dicom_is_byte_identical_for_a_seed(dicom_dir, tmp_path):
     out, _, _ = dicom_dir
-    write_dataset(tmp_path, patients=2, slices=3, fmt="dicom", seed=11, size=SIZE)
+    write_dataset(tmp_path, patients=6, slices=3, fmt="dicom", seed=11, size=SIZE)
     assert _digest(tmp_path) == _digest(out)
 
 
@@ -224,9 +329,79 @@ def test_dicom_round_trip_through_engine_reader(dicom_dir):
     for path in sorted(out.rglob("*.dcm")):
         frames = engine.read_frames(path)
         s = next(x for x in series if x.patient_id in path.name)
+        i = int(path.stem.split("_s")[1])
         assert len(frames) == 1
-        assert np.array_equal(np.asarray(frames[0].pixels), s.images[int(path.stem.split("_s")[1])])
-        assert frames[0].invert is False and frames[0].window is not None
+        assert np.array_equal(np.asarray(frames[0].pixels), s.stored(i))
+        assert frames[0].invert is (s.photometric == "MONOCHROME1") and frames[0].window == s.stored_window
+
+
+def _with_storage(bits: int, export8: str, windowed: bool, photometric: str):
+    """A small series stored this way (the profile forces bits, window and polarity; seeds pick the export)."""
+    from dataclasses import replace
+
+    profile = replace(PROFILES["mixed"], bits=((bits, 1.0),), window_p=float(windowed),
+                      mono1_p=float(photometric == "MONOCHROME1"))
+    for seed in range(40):
+        s = generate_series(seed, slices=1, size=64, positive=False, profile=profile)
+        if s.acquisition.storage.export8 == export8:
+            return s
+    raise AssertionError("no seed drew the export")
+
+
+STORAGES = [(bits, export8, windowed, photometric) for bits, export8 in ((8, "full"), (8, "shift"), (12, ""), (16, ""))
+            for windowed in (True, False) for photometric in ("MONOCHROME2", "MONOCHROME1")]
+
+
+@pytest.mark.parametrize("bits, export8, windowed, photometric", STORAGES)
+def test_every_storage_is_written_and_read_back_by_the_engine_with_its_polarity(
+        bits, export8, windowed, photometric, tmp_path):
+    from asinfer import engine
+    from asinfer.trainer.phantoms import write_dicom_slice
+
+    s = _with_storage(bits, export8, windowed, photometric)
+    assert s.images.dtype == (np.uint8 if bits == 8 else np.uint16) and s.images.max() <= (1 << bits) - 1
+    assert (s.window is not None) == windowed
+    if export8 == "full":
+        assert s.images.min() == 0 and s.images.max() == 255  # windowed onto the whole 8-bit range
+    path = tmp_path / "slice.dcm"
+    write_dicom_slice(path, s, 0)
+    ds = pydicom.dcmread(path)
+    assert (ds.BitsAllocated, ds.BitsStored, ds.PhotometricInterpretation) == (8 if bits == 8 else 16, bits,
+                                                                                photometric)
+    if photometric == "MONOCHROME1":  # the file holds inverted values: fluid is dark in the raw pixels
+        assert np.array_equal(ds.pixel_array, (1 << bits) - 1 - s.images[0].astype(np.int64))
+    (frame,) = engine.load_frames(path)
+    assert frame.invert is (photometric == "MONOCHROME1") and (frame.window is None) == (not windowed)
+    shown = engine.to_uint8(frame).astype(int)
+    meant = engine.to_uint8(engine.Frame(s.images[0], "ref", window=s.window)).astype(int)
+    assert np.abs(shown - meant).max() <= 1  # the engine displays it in the right polarity
+    (item,) = engine.load_slices(path)
+    assert item.ok and item.image.shape == (224, 224)
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_png_bit_depth_follows_the_series(bits, tmp_path):
+    import cv2
+    from dataclasses import replace
+
+    profile = replace(PROFILES["mixed"], bits=((bits, 1.0),), mono1_p=1.0)
+    summary = write_dataset(tmp_path, patients=1, slices=1, fmt="png", seed=4, size=64, profile=profile)
+    (s,) = _regenerate(summary, slices=1, size=64, profile=profile)
+    path = next(tmp_path.rglob("*.png"))
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img.dtype == (np.uint8 if bits == 8 else np.uint16) and s.photometric == "MONOCHROME1"
+    assert np.array_equal(img, s.images[0])  # PNG has no MONOCHROME1: display polarity
+
+
+def test_held_out_dataset_is_written_and_described(tmp_path):
+    import json
+
+    summary = write_dataset(tmp_path, patients=2, slices=2, fmt="dicom", seed=1, size=64, **HELD_OUT)
+    info = json.loads((tmp_path / "dataset.json").read_text())
+    assert (info["profile"], info["anatomy"]) == (HELD_OUT["profile"], HELD_OUT["anatomy"])
+    assert (summary.profile, summary.anatomy) == (HELD_OUT["profile"], HELD_OUT["anatomy"])
+    for s in _regenerate(summary, slices=2, size=64, **HELD_OUT):
+        assert s.anatomy == HELD_OUT["anatomy"] and s.label == int(meets_asas(s.lesions))
 
 
 def test_import_pulls_no_tensorflow():

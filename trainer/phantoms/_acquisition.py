@@ -1,8 +1,11 @@
-"""The virtual scanner: pose, field of view, matrix, blur, contrast, bias, noise.
+"""The virtual scanner: pose, field of view, matrix, blur, contrast, bias, noise, storage.
 
 Everything a scanner does to the ideal STIR image before it is stored as
-12-bit integers. Values come from a `ScannerProfile`'s ranges, drawn once per
+integers. Values come from a `ScannerProfile`'s ranges, drawn once per
 series; smooth fields are drawn on coarse grids and upsampled for speed.
+`acquire` works in 12-bit units (fluid about ``gain * 4095``); `store` then
+writes the series as the bit depth, window and photometric interpretation
+the series drew (see `Storage`).
 """
 from __future__ import annotations
 
@@ -14,8 +17,33 @@ import numpy as np
 from ._canvas import smooth_noise
 from ._profiles import ScannerProfile
 
-MATRICES = tuple(range(256, 513, 32))  # common reconstruction matrices
 MAX_12BIT = 4095
+PHOTOMETRIC = ("MONOCHROME2", "MONOCHROME1")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a series is stored: bit depth, VOI window, polarity.
+
+    ``bits`` 8 is an 8-bit export: ``export8`` "full" maps a window of the
+    12-bit values onto 0..255, "shift" keeps the top 8 of 12 bits (the
+    image then uses only part of the range, as an un-windowed export does).
+    ``bits`` 16 multiplies the 12-bit scale by ``scale16`` (full 16-bit range).
+    """
+
+    bits: int  # 8, 12 or 16 stored bits (8 -> uint8 arrays, else uint16)
+    photometric: str  # "MONOCHROME2", or "MONOCHROME1": stored values inverted
+    windowed: bool  # a VOI window is written
+    export8: str = ""  # "full" or "shift" for 8-bit exports
+    scale16: float = 1.0
+
+    @property
+    def max_value(self) -> int:
+        return (1 << self.bits) - 1
+
+    @property
+    def dtype(self) -> type:
+        return np.uint8 if self.bits == 8 else np.uint16
 
 
 @dataclass(frozen=True)
@@ -29,13 +57,16 @@ class Acquisition:
     scale: float  # patient size relative to the drawn anatomy
     slice_thickness: float
     slice_gap: float
+    field_t: float  # field strength written to DICOM
     gain: float
     noise: float
     bias: float
     contrast: float
     gamma: float
     fat_residual: float
+    fat_inhomogeneity: float
     psf_mm: float
+    storage: Storage
 
     @property
     def spacing(self) -> float:
@@ -53,15 +84,40 @@ class Acquisition:
 
 
 def sample_acquisition(rng: np.random.Generator, profile: ScannerProfile, size: int | None) -> Acquisition:
-    """Draw one series' acquisition from a profile; size None draws 256..512."""
+    """Draw one series' acquisition from a profile; size None draws from the profile's matrix range.
+
+    Field strength is drawn log-uniformly; noise and blur follow it loosely
+    (high field: less noise, finer resolution), every other knob on its own.
+    """
     u = rng.uniform
+    q = u()
+    lo_t, hi_t = profile.field_strength_t
+    follow = [float(np.clip(q + rng.normal(0, 0.25), 0, 1)) for _ in range(2)]
     thickness = float(rng.choice([3.0, 3.5, 4.0, 4.5, 5.0]))
     return Acquisition(
-        size=int(rng.choice(MATRICES)) if size is None else int(size),
+        size=int(rng.choice(np.arange(profile.matrix[0], profile.matrix[1] + 1, 32))) if size is None else int(size),
         fov_mm=u(240, 360), rotation_deg=u(-8, 8), shift_mm=(u(-12, 12), u(-12, 12)), scale=u(0.9, 1.1),
         slice_thickness=thickness, slice_gap=float(rng.choice([0.0, 0.3, 0.5, 1.0])),
-        gain=u(*profile.gain), noise=u(*profile.noise), bias=u(*profile.bias), contrast=u(*profile.contrast),
-        gamma=u(*profile.gamma), fat_residual=u(*profile.fat_residual), psf_mm=u(*profile.psf_mm),
+        field_t=round(float(lo_t * (hi_t / lo_t) ** q), 2),
+        gain=u(*profile.gain), noise=_lerp(profile.noise[::-1], follow[0]), bias=u(*profile.bias),
+        contrast=u(*profile.contrast), gamma=u(*profile.gamma), fat_residual=u(*profile.fat_residual),
+        fat_inhomogeneity=u(*profile.fat_inhomogeneity), psf_mm=_lerp(profile.psf_mm[::-1], follow[1]),
+        storage=_sample_storage(rng, profile),
+    )
+
+
+def _lerp(bounds: tuple[float, float], f: float) -> float:
+    return float(bounds[0] + (bounds[1] - bounds[0]) * f)
+
+
+def _sample_storage(rng: np.random.Generator, profile: ScannerProfile) -> Storage:
+    depths, probs = zip(*profile.bits)
+    bits = int(rng.choice(depths, p=np.asarray(probs) / sum(probs)))
+    return Storage(
+        bits=bits, photometric=PHOTOMETRIC[int(rng.random() < profile.mono1_p)],
+        windowed=bool(rng.random() < profile.window_p),
+        export8=("full" if rng.random() < 0.5 else "shift") if bits == 8 else "",
+        scale16=float(rng.uniform(2.0, 15.0)) if bits == 16 else 1.0,
     )
 
 
@@ -80,7 +136,7 @@ def bias_field(rng: np.random.Generator, acq: Acquisition) -> np.ndarray:
 
 def acquire(ideal: np.ndarray, acq: Acquisition, bias: np.ndarray, level: float,
             rng: np.random.Generator) -> np.ndarray:
-    """Turn an ideal STIR slice into stored 12-bit values (uint16).
+    """Turn an ideal STIR slice into a magnitude image in 12-bit units (float32, not yet stored).
 
     Args:
         ideal: float32 (H, W) ideal intensities, fluid about 1.0.
@@ -90,7 +146,7 @@ def acquire(ideal: np.ndarray, acq: Acquisition, bias: np.ndarray, level: float,
         rng: noise source.
 
     Returns:
-        uint16 (H, W) array with values in 0..4095.
+        float32 (H, W) magnitude, fluid about ``gain * 4095``; `store` makes integers of it.
     """
     sigma = acq.psf_mm / acq.spacing
     img = cv2.GaussianBlur(ideal, (0, 0), sigma) if sigma > 0.3 else ideal.copy()
@@ -99,5 +155,52 @@ def acquire(ideal: np.ndarray, acq: Acquisition, bias: np.ndarray, level: float,
     scale = np.float32(acq.gain * MAX_12BIT * rng.uniform(0.97, 1.03))  # slice-to-slice gain drift
     signal = img * bias * scale
     noise = rng.standard_normal((2, *img.shape), dtype=np.float32) * np.float32(acq.noise * acq.gain * MAX_12BIT)
-    mag = cv2.magnitude(signal + noise[0], noise[1])  # Rician: magnitude of a noisy complex signal
-    return np.clip(np.rint(mag), 0, MAX_12BIT).astype(np.uint16)
+    return cv2.magnitude(signal + noise[0], noise[1])  # Rician: magnitude of a noisy complex signal
+
+
+def store(magnitude: np.ndarray, st: Storage) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Stored integers of a series (display polarity) and its VOI window (None: none written).
+
+    Args:
+        magnitude: float32 (slices, H, W) from `acquire`, in 12-bit units.
+        st: the series' storage.
+
+    Returns:
+        uint8 (8 bits) or uint16 (12/16 bits) images, MONOCHROME2 polarity,
+        and the window ``(center, width)`` in the same units, or None.
+    """
+    twelve = np.clip(np.rint(magnitude), 0, MAX_12BIT)
+    if st.bits == 12:
+        images = twelve.astype(np.uint16)
+    elif st.bits == 16:
+        images = np.clip(np.rint(magnitude * np.float32(st.scale16)), 0, st.max_value).astype(np.uint16)
+    elif st.export8 == "shift":
+        images = (twelve.astype(np.uint16) >> 4).astype(np.uint8)
+    else:
+        lo, hi = np.percentile(twelve[:, ::4, ::4], [0.5, 99.8])
+        images = np.clip(np.rint((twelve - lo) * (255.0 / max(hi - lo, 1.0))), 0, 255).astype(np.uint8)
+    if not st.windowed:
+        return images, None
+    if st.bits == 8 and st.export8 == "full":
+        return images, (128.0, 256.0)  # the identity window of a full-range 8-bit image
+    return images, _window(images)
+
+
+def _window(images: np.ndarray) -> tuple[float, float]:
+    """Display window from robust percentiles of the series."""
+    lo, hi = np.percentile(images[:, ::4, ::4], [1.0, 99.5])
+    return float(round((lo + hi) / 2)), float(max(1.0, round(hi - lo)))
+
+
+def as_stored(image: np.ndarray, st: Storage) -> np.ndarray:
+    """The values a file holds for a display-polarity image: inverted for MONOCHROME1."""
+    if st.photometric == "MONOCHROME1":
+        return (st.max_value - image.astype(np.int64)).astype(image.dtype)
+    return image
+
+
+def stored_window(window: tuple[float, float] | None, st: Storage) -> tuple[float, float] | None:
+    """The window of the stored values: for MONOCHROME1 the centre mirrors so the display is unchanged."""
+    if window is None or st.photometric != "MONOCHROME1":
+        return window
+    return float(st.max_value + 1 - window[0]), window[1]

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from ._dicom import SYNTHETIC_NOTE, write_dicom_slice
-from ._profiles import get_profile
+from ._profiles import TRAINING_PROFILE, ScannerProfile, get_profile
 from ._series import Series, generate_series
+from ._variants import AnatomyVariant, get_anatomy
 
 FORMATS = {"png": ".png", "dicom": ".dcm"}
 CSV_HEADER = ("path", "label", "patient_id", "slice_index", "series_label")
@@ -42,6 +43,7 @@ class DatasetSummary:
     n_slices: int
     n_positive_slices: int
     n_positive_series: int
+    anatomy: str | None = None  # the anatomy variant asked for; None: drawn from the training variants
 
 
 def _check(fmt: str, patients: int, slices: int, positive_fraction: float) -> None:
@@ -65,26 +67,33 @@ def series_labels(patients: int, positive_fraction: float, seed: int) -> np.ndar
 
 
 def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str = "png", seed: int = 0,
-                  profile: str = "default", positive_fraction: float = 0.5,
-                  progress: Callable[[int, int], None] | None = None, size: int | None = None) -> DatasetSummary:
+                  profile: str | ScannerProfile = TRAINING_PROFILE, positive_fraction: float = 0.5,
+                  progress: Callable[[int, int], None] | None = None, size: int | None = None,
+                  anatomy: str | AnatomyVariant | None = None) -> DatasetSummary:
     """Write a synthetic phantom dataset: one folder per slice class plus labels.csv.
 
     Args:
         out: output folder (created; existing files of the same names are overwritten).
         patients: number of virtual patients (one series each).
         slices: slices per series.
-        fmt: "png" (16-bit grey PNG of the 12-bit values) or "dicom" (MR series).
+        fmt: "png" (8-bit or 16-bit grey PNG of the stored values, display
+            polarity) or "dicom" (MR series, honouring bit depth, window and
+            MONOCHROME1).
         seed: the same seed gives byte-identical files.
-        profile: scanner profile name (see PROFILES).
+        profile: scanner profile name (see PROFILES) or a ScannerProfile;
+            ``mixed`` is the training distribution, ``vendor-b`` the held-out profile.
         positive_fraction: share of ASAS-positive series, rounded to whole patients.
         progress: optional callable(done, total) called after each patient.
-        size: matrix per series; None draws 256..512 per patient.
+        size: matrix per series; None draws one per patient from the profile.
+        anatomy: anatomy variant name (see ANATOMIES); None draws a training
+            variant per patient. ``write_dataset(out, patients=40, **HELD_OUT)``
+            writes the held-out test set.
 
     Returns:
         A DatasetSummary with paths and counts.
 
     Raises:
-        ValueError: bad fmt, profile, counts or fraction.
+        ValueError: bad fmt, profile, anatomy, counts or fraction.
 
     Example:
         >>> s = write_dataset("/tmp/phantoms", patients=2, slices=3, size=128)
@@ -93,6 +102,8 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
     """
     _check(fmt, patients, slices, positive_fraction)
     prof = get_profile(profile)
+    variant = None if anatomy is None else get_anatomy(anatomy)
+    anatomy_name = None if variant is None else variant.name
     out = Path(out)
     for name in CLASS_DIRS:
         (out / name).mkdir(parents=True, exist_ok=True)
@@ -100,20 +111,21 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
     children = np.random.SeedSequence(seed).spawn(patients)  # patient i is independent of the total
     rows, pos_slices = [], 0
     for i, (child, positive) in enumerate(zip(children, labels)):
-        series = generate_series(child, slices=slices, size=size, positive=bool(positive), profile=prof.name,
-                                 patient_id=f"P{i:04d}")
-        rows += _write_series(out, series, fmt, seed, prof.field_strength_t)
+        series = generate_series(child, slices=slices, size=size, positive=bool(positive), profile=prof,
+                                 patient_id=f"P{i:04d}", anatomy=variant)
+        rows += _write_series(out, series, fmt, seed)
         pos_slices += sum(series.slice_labels)
         if progress is not None:
             progress(i + 1, patients)
     csv_path = _write_csv(out, rows)
-    _write_readme(out, fmt, seed, prof.name)
-    _write_info(out, fmt=fmt, seed=seed, profile=prof.name, patients=patients, slices=slices,
+    _write_readme(out, fmt, seed, prof.name, anatomy_name)
+    _write_info(out, fmt=fmt, seed=seed, profile=prof.name, anatomy=anatomy_name, patients=patients, slices=slices,
                 positive_fraction=positive_fraction, size=size)
-    return DatasetSummary(out, csv_path, fmt, prof.name, seed, patients, len(rows), pos_slices, int(labels.sum()))
+    return DatasetSummary(out, csv_path, fmt, prof.name, seed, patients, len(rows), pos_slices, int(labels.sum()),
+                          anatomy_name)
 
 
-def _write_series(out: Path, series: Series, fmt: str, seed: int, field_t: float) -> list[tuple]:
+def _write_series(out: Path, series: Series, fmt: str, seed: int) -> list[tuple]:
     rows = []
     for i, lab in enumerate(series.slice_labels):
         name = f"{series.patient_id}_s{i:02d}{FORMATS[fmt]}"
@@ -121,10 +133,11 @@ def _write_series(out: Path, series: Series, fmt: str, seed: int, field_t: float
         # A rerun into the same folder must not leave this slice in both classes.
         (out / CLASS_DIRS[1 - lab] / name).unlink(missing_ok=True)
         if fmt == "png":
+            # PNG has no photometric interpretation: it holds the display polarity, 8 or 16 bits as stored.
             if not cv2.imwrite(str(out / rel), series.images[i]):
                 raise OSError(f"could not write {out / rel}")
         else:
-            write_dicom_slice(out / rel, series, i, seed=seed, field_t=field_t)
+            write_dicom_slice(out / rel, series, i, seed=seed)
         rows.append((rel, lab, series.patient_id, i, series.label))
     return rows
 
@@ -144,12 +157,12 @@ def _write_info(out: Path, **settings) -> None:
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
-def _write_readme(out: Path, fmt: str, seed: int, profile: str) -> None:
+def _write_readme(out: Path, fmt: str, seed: int, profile: str, anatomy: str | None) -> None:
     (out / "README.txt").write_text(
         f"{SYNTHETIC_NOTE}.\n\n"
         "Synthetic STIR-like MRI phantoms of the sacroiliac joints, made by asinfer's trainer.phantoms.\n"
         "No real patient is depicted. Nothing trained or tested on these images is a diagnostic device.\n\n"
-        f"format={fmt} seed={seed} profile={profile}\n"
+        f"format={fmt} seed={seed} profile={profile} anatomy={anatomy or 'training variants'}\n"
         "negative/, positive/: slices by slice truth (subchondral oedema lesion on the slice).\n"
         "labels.csv: path,label,patient_id,slice_index,series_label (series_label: ASAS rule met).\n",
         encoding="utf-8",

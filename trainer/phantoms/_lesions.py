@@ -122,22 +122,37 @@ def _ensure_asas(plans: list[LesionPlan], n_slices: int) -> list[LesionPlan]:
     return plans
 
 
+# kind, probability per series (a second one at a third of it), most slices, size mm, amplitude
+MIMICS = (
+    ("focus", 0.5, 1, (2.0, 3.5), (0.25, 0.6)),  # tiny bright dot (< MIN_LESION_MM2), may be subchondral
+    ("island", 0.45, 3, (8.0, 18.0), (0.25, 0.6)),  # faint residual red marrow
+    ("sclerosis", 0.3, 4, (8.0, 16.0), (0.0, 0.0)),  # dark subchondral band
+    ("vacuum", 0.15, 2, (1.5, 2.5), (0.0, 0.0)),  # gas in the joint
+    ("cyst", 0.35, 3, (5.0, 14.0), (0.0, 0.0)),  # fluid in the gluteal muscles
+    ("vessel", 0.6, 4, (1.5, 4.5), (0.6, 1.1)),  # bright vein just outside the bone at a joint end
+    ("fat", 0.15, 3, (6.0, 12.0), (0.0, 0.0)),  # fatty marrow, dark
+    ("deep-focus", 0.35, 3, (3.0, 9.0), (0.35, 0.85)),  # haemangioma-like focus deep in the bone
+    ("nutrient-canal", 0.3, 2, (8.0, 20.0), (0.3, 0.7)),  # bright vessel canal in the iliac bone
+    ("joint-fluid", 0.25, 3, (6.0, 18.0), (0.6, 1.0)),  # fluid in the joint space
+    ("soft-oedema", 0.3, 3, (5.0, 14.0), (0.3, 0.7)),  # bright soft tissue against the outer cortex
+    ("bowel-contact", 0.25, 4, (8.0, 16.0), (0.7, 1.0)),  # fluid-filled loop against the anterior joint
+)
+
+
 def plan_findings(rng: np.random.Generator, n_slices: int, positive: bool,
                   lesions: list[LesionPlan]) -> list[Finding]:
     """Draw mimics and chronic/degenerative findings for a series.
 
-    Mimics and degenerative changes use the same probabilities in both classes.
-    Chronic signs of sacroiliitis (erosions, fat metaplasia) go with positives
-    and sit on lesion-bearing slices, as they would in a patient with active
-    disease.
+    Mimics and degenerative changes use the same probabilities in both
+    classes and either side. Chronic signs of sacroiliitis (erosions, fat
+    metaplasia) go with positives and sit on lesion-bearing slices, as they
+    would in a patient with active disease.
     """
     out: list[Finding] = []
-    table = (("focus", 0.5, 1, (2.0, 4.0)), ("island", 0.45, 3, (8.0, 18.0)), ("sclerosis", 0.3, 4, (8.0, 16.0)),
-             ("vacuum", 0.15, 2, (1.5, 2.5)), ("cyst", 0.35, 3, (5.0, 14.0)), ("vessel", 0.5, 4, (2.0, 3.5)),
-             ("fat", 0.15, 3, (6.0, 12.0)))
-    for kind, prob, max_span, size in table:
-        if rng.random() < prob:
-            out.append(_finding(rng, kind, n_slices, max_span, size))
+    for kind, prob, max_span, size, amp in MIMICS:
+        for p in (prob, prob / 3):
+            if rng.random() < p:
+                out.append(_finding(rng, kind, n_slices, max_span, size, amp))
     if positive and lesions:
         for kind, prob in (("erosion", 0.35), ("fat", 0.25)):
             if rng.random() < prob:
@@ -149,12 +164,12 @@ def plan_findings(rng: np.random.Generator, n_slices: int, positive: bool,
     return out
 
 
-def _finding(rng, kind: str, n_slices: int, max_span: int, size) -> Finding:
+def _finding(rng, kind: str, n_slices: int, max_span: int, size, amp) -> Finding:
     span = min(n_slices, int(rng.integers(1, max_span + 1)))
     first = int(rng.integers(0, n_slices - span + 1))
+    bone = "ilium" if rng.random() < 0.55 or kind == "nutrient-canal" else "sacrum"
     return Finding(kind, int(rng.choice(SIDES)), tuple(range(first, first + span)), float(rng.uniform(0.05, 0.95)),
-                   float(rng.uniform(*size)), float(rng.uniform(0.25, 0.6)),
-                   "ilium" if rng.random() < 0.55 else "sacrum")
+                   float(rng.uniform(*size)), float(rng.uniform(*amp)), bone)
 
 
 def _into_bone(joint: JointLine, bone: str) -> np.ndarray:
@@ -231,14 +246,74 @@ def _draw_vacuum(cv, sa, fd, ts, joint, into, p, rng):
 def _draw_cyst(cv, sa, fd, ts, joint, into, p, rng):
     # Fluid away from subchondral bone: in the gluteal muscles behind the ilium.
     centre = joint.points[-1] + (fd.side * rng.uniform(25, 55), rng.uniform(15, 35))
-    cv.fill([ellipse(centre, (fd.size_mm / 2, fd.size_mm / 3), rng.uniform(0, np.pi), 20)], ts.fluid)
+    cv.put(_outside_bone(cv, sa, [ellipse(centre, (fd.size_mm / 2, fd.size_mm / 3), rng.uniform(0, np.pi), 20)]),
+           ts.fluid)
+
+
+def _outside_bone(cv, sa, polys) -> np.ndarray:
+    return (cv.mask(polys) & (1 - sa.bone)).astype(bool)
+
+
+def _joint_end(joint: JointLine, anterior: bool, rng) -> np.ndarray:
+    """A point just beyond one end of the joint, outside the bone."""
+    s = joint.side
+    if anterior:
+        return joint.points[0] + (s * rng.uniform(-12.0, 8.0), -rng.uniform(5.0, 12.0))
+    return joint.points[-1] + (s * rng.uniform(-4.0, 14.0), rng.uniform(5.0, 14.0))
 
 
 def _draw_vessel(cv, sa, fd, ts, joint, into, p, rng):
-    # Bright veins just outside the bone next to the joint ends.
-    anterior = fd.u < 0.5
-    centre = (joint.points[0] + (0.0, -8.0)) if anterior else (joint.points[-1] + (0.0, 9.0))
-    cv.fill([ellipse(centre, (fd.size_mm, fd.size_mm), 0.0, 12)], ts.vein)
+    # Bright veins against the bone at either end of the joint, never inside it.
+    centre = _joint_end(joint, fd.u < 0.5, rng)
+    shape = ellipse(centre, (fd.size_mm * rng.uniform(1.0, 2.0), fd.size_mm), rng.uniform(0, np.pi), 14)
+    cv.put(_outside_bone(cv, sa, [shape]), ts.vein * fd.amplitude)
+
+
+def _draw_deep_focus(cv, sa, fd, ts, joint, into, p, rng):
+    # A well-defined bright focus (haemangioma-like) far from the subchondral bone.
+    depth = joint.gap / 2 + rng.uniform(18.0, 30.0) + fd.size_mm / 2
+    mask = cv.mask([ellipse(p + into * depth, (fd.size_mm / 2, fd.size_mm / 2 * rng.uniform(0.7, 1.0)),
+                            rng.uniform(0, np.pi), 16)])
+    cv.put(mask & sa.bone_marrow(fd.bone, fd.side), ts.marrow + fd.amplitude)
+
+
+def _draw_nutrient_canal(cv, sa, fd, ts, joint, into, p, rng):
+    # A thin bright vessel canal through the iliac wing, starting well away from the joint.
+    start = p + into * (joint.gap / 2 + rng.uniform(17.0, 28.0))
+    th = np.arctan2(into[1], into[0]) + rng.uniform(-1.2, 1.2)
+    end = start + fd.size_mm * np.array([np.cos(th), np.sin(th)])
+    line = np.zeros_like(cv.img)
+    width = max(1, int(round(cv.px(rng.uniform(1.0, 2.0)))))
+    cv2.line(line, tuple(np.round(cv.to_px(start[None])[0]).astype(int)),
+             tuple(np.round(cv.to_px(end[None])[0]).astype(int)), 1.0, width)
+    cv.put((line > 0) & sa.bone_marrow("ilium", fd.side).astype(bool), ts.marrow + fd.amplitude)
+
+
+def _draw_joint_fluid(cv, sa, fd, ts, joint, into, p, rng):
+    # Fluid in the joint space along part of the joint: bright, but between the bones.
+    n = len(joint.points)
+    half = fd.size_mm / max(joint.length, 1.0) / 2
+    lo, hi = (int(np.clip(round((fd.u + d) * (n - 1)), 0, n - 1)) for d in (-half, half))
+    if hi - lo < 1:
+        return
+    sac, ili = joint.surface("sacrum")[lo:hi + 1], joint.surface("ilium")[lo:hi + 1]
+    cv.put(_outside_bone(cv, sa, [np.concatenate([sac, ili[::-1]])]), ts.fluid * fd.amplitude)
+
+
+def _draw_soft_oedema(cv, sa, fd, ts, joint, into, p, rng):
+    # Bright soft tissue (muscle strain, bursa) pressed against the bone outside it.
+    centre = _joint_end(joint, fd.u < 0.4, rng)
+    mask = _outside_bone(cv, sa, [ellipse(centre, (fd.size_mm / 2, fd.size_mm / 3), rng.uniform(0, np.pi), 20)])
+    _add_soft(cv, mask, fd.amplitude, rng)
+
+
+def _draw_bowel_contact(cv, sa, fd, ts, joint, into, p, rng):
+    # A fluid-filled bowel loop against the front of the joint.
+    s = joint.side
+    a, b = fd.size_mm / 2, fd.size_mm / 2 * rng.uniform(0.5, 0.9)
+    centre = joint.points[0] + (s * rng.uniform(-15.0, 8.0), -(b + rng.uniform(2.0, 8.0)))
+    cv.put(_outside_bone(cv, sa, [ellipse(centre, (a + 1.5, b + 1.5))]), ts.muscle)
+    cv.put(_outside_bone(cv, sa, [ellipse(centre, (a, b))]), ts.fluid * fd.amplitude)
 
 
 def _draw_fat(cv, sa, fd, ts, joint, into, p, rng):
@@ -256,4 +331,6 @@ def _draw_erosion(cv, sa, fd, ts, joint, into, p, rng):
 
 
 _FINDINGS = {"focus": _draw_focus, "island": _draw_island, "sclerosis": _draw_sclerosis, "vacuum": _draw_vacuum,
-             "cyst": _draw_cyst, "vessel": _draw_vessel, "fat": _draw_fat, "erosion": _draw_erosion}
+             "cyst": _draw_cyst, "vessel": _draw_vessel, "fat": _draw_fat, "erosion": _draw_erosion,
+             "deep-focus": _draw_deep_focus, "nutrient-canal": _draw_nutrient_canal,
+             "joint-fluid": _draw_joint_fluid, "soft-oedema": _draw_soft_oedema, "bowel-contact": _draw_bowel_contact}

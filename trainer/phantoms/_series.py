@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._acquisition import Acquisition, acquire, bias_field, sample_acquisition
+from ._acquisition import Acquisition, acquire, as_stored, bias_field, sample_acquisition, store, stored_window
 from ._anatomy import Anatomy, render_anatomy, sample_anatomy, sample_tissues
-from ._canvas import Canvas
+from ._canvas import Canvas, smooth_noise
 from ._lesions import Finding, Lesion, LesionPlan, meets_asas, plan_findings, plan_lesions, render_finding, render_lesion
-from ._profiles import get_profile
+from ._profiles import TRAINING_PROFILE, ScannerProfile, get_profile
+from ._variants import TRAINING_ANATOMIES, AnatomyVariant, get_anatomy
 
 _MAX_TRIES = 8  # positives are redrawn if rendering clipped a lesion below the ASAS rule
 _CHRONIC = ("erosion", "fat")
@@ -19,10 +20,12 @@ _CHRONIC = ("erosion", "fat")
 class Series:
     """A synthetic STIR series through the sacroiliac joints, with its truth.
 
-    SYNTHETIC PHANTOM - not patient data, no diagnostic validity.
+    ``images`` are in display polarity (bright fluid) whatever the series'
+    ``photometric``; `stored` gives what a file holds (inverted for
+    MONOCHROME1). SYNTHETIC PHANTOM - not patient data, no diagnostic validity.
     """
 
-    images: np.ndarray  # (slices, H, W) uint16, 12-bit values
+    images: np.ndarray  # (slices, H, W) uint8 (8 bits stored) or uint16 (12 or 16 bits), display polarity
     masks: np.ndarray  # (slices, H, W) bool, union of the lesions on each slice
     slice_labels: list[int]  # 1 where an oedema lesion is on the slice
     lesions: list[list[Lesion]]  # per slice, the lesions seen on it
@@ -35,8 +38,13 @@ class Series:
     spacing_between_slices: float  # mm, centre to centre
     slice_positions: list[float]  # z of each slice (mm, increasing cranially)
     fov_mm: float
-    window: tuple[float, float]  # suggested display (center, width)
+    window: tuple[float, float] | None  # VOI window (center, width) of `images`; None: none is written
     acquisition: Acquisition = field(repr=False)
+    anatomy: str = "average"  # name of the anatomy variant (ANATOMIES)
+    bits_stored: int = 12  # 8, 12 or 16
+    photometric: str = "MONOCHROME2"  # or "MONOCHROME1": files hold inverted values
+    field_strength_t: float = 1.5
+    geometry: Anatomy | None = field(default=None, repr=False)  # the drawn patient (sizes in mm, structures)
 
     @property
     def n_slices(self) -> int:
@@ -45,6 +53,15 @@ class Series:
     @property
     def size(self) -> int:
         return int(self.images.shape[-1])
+
+    def stored(self, i: int) -> np.ndarray:
+        """Slice ``i`` as a file stores it (inverted for MONOCHROME1)."""
+        return as_stored(self.images[i], self.acquisition.storage)
+
+    @property
+    def stored_window(self) -> tuple[float, float] | None:
+        """The window as a file records it (for the stored values)."""
+        return stored_window(self.window, self.acquisition.storage)
 
 
 def _as_rng(rng_or_seed) -> np.random.Generator:
@@ -59,28 +76,39 @@ def _check_args(slices: int, size: int | None) -> None:
     if not isinstance(slices, (int, np.integer)) or slices < 1:
         raise ValueError(f"slices={slices!r} must be a positive integer (e.g. 12).")
     if size is not None and (not isinstance(size, (int, np.integer)) or not 64 <= size <= 2048):
-        raise ValueError(f"size={size!r} must be None (random 256..512) or an integer in 64..2048.")
+        raise ValueError(f"size={size!r} must be None (drawn from the profile) or an integer in 64..2048.")
+
+
+def _pick_anatomy(rng: np.random.Generator, anatomy: str | AnatomyVariant | None) -> AnatomyVariant:
+    if anatomy is None:
+        return get_anatomy(TRAINING_ANATOMIES[int(rng.integers(len(TRAINING_ANATOMIES)))])
+    return get_anatomy(anatomy)
 
 
 def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, positive: bool,
-                    profile: str = "default", patient_id: str | None = None) -> Series:
+                    profile: str | ScannerProfile = TRAINING_PROFILE, patient_id: str | None = None,
+                    anatomy: str | AnatomyVariant | None = None) -> Series:
     """Render one synthetic STIR series through the sacroiliac joints.
 
     Args:
         rng_or_seed: int seed, SeedSequence or numpy Generator; the same seed
             gives the same series.
         slices: number of contiguous axial slices, cranial to caudal.
-        size: matrix (square); None draws one of 256, 288, ..., 512.
+        size: matrix (square); None draws one from the profile (``mixed``:
+            192, 224, ..., 640; the presets: 256..512).
         positive: True renders subchondral oedema meeting the ASAS rule;
             False renders normal marrow (mimics occur in both).
-        profile: name of a scanner profile in PROFILES.
+        profile: name of a scanner profile in PROFILES (or a ScannerProfile);
+            ``mixed`` (the default) is the training distribution, ``vendor-b`` is held out.
         patient_id: identifier to record; None derives one from the generator.
+        anatomy: name of an anatomy variant in ANATOMIES; None draws one of
+            the training variants (never the held-out ``elderly``).
 
     Returns:
-        A Series with 12-bit uint16 images, per-slice and per-series truth.
+        A Series with uint8/uint16 images, per-slice and per-series truth.
 
     Raises:
-        ValueError: bad slices, size, profile or seed.
+        ValueError: bad slices, size, profile, anatomy or seed.
 
     Example:
         >>> s = generate_series(7, slices=4, size=128, positive=True)
@@ -89,10 +117,12 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
     """
     _check_args(slices, size)
     prof = get_profile(profile)
+    if anatomy is not None:
+        get_anatomy(anatomy)  # a bad name fails before any drawing
     rng = _as_rng(rng_or_seed)
     pid = patient_id if patient_id is not None else f"PH{int(rng.integers(10**6)):06d}"
     for _ in range(_MAX_TRIES):
-        series = _render(rng, int(slices), size, bool(positive), prof, pid)
+        series = _render(rng, int(slices), size, bool(positive), prof, pid, _pick_anatomy(rng, anatomy))
         if bool(series.label) == bool(positive):
             return series
     raise RuntimeError(f"could not render an ASAS-positive series in {_MAX_TRIES} tries (size={size})")
@@ -107,36 +137,39 @@ def _slice_levels(rng, acq: Acquisition, n: int) -> tuple[list[float], list[floa
     return z, t
 
 
-def _render(rng, n: int, size, positive: bool, prof, pid: str) -> Series:
+def _render(rng, n: int, size, positive: bool, prof, pid: str, variant: AnatomyVariant) -> Series:
     acq = sample_acquisition(rng, prof, size)
-    anatomy = sample_anatomy(rng, sample_tissues(rng, acq.fat_residual))
+    anatomy = sample_anatomy(rng, variant, sample_tissues(rng, acq.fat_residual, variant))
     plans = plan_lesions(rng, n, positive)
     findings = plan_findings(rng, n, positive, plans)
     z, levels = _slice_levels(rng, acq, n)
     canvas = Canvas(acq.size, acq.mm_to_px((0.0, anatomy.sacrum_y - 15.0)), acq.spacing / acq.scale)
     bias = bias_field(rng, acq)
-    images = np.empty((n, acq.size, acq.size), np.uint16)
+    fat_field = np.maximum(1.0 + acq.fat_inhomogeneity * smooth_noise(rng, acq.size, 3), 0.0)
+    magnitude = np.empty((n, acq.size, acq.size), np.float32)
     masks = np.zeros((n, acq.size, acq.size), bool)
     lesions: list[list[Lesion]] = []
     drawn: list[list[str]] = []
     for i, t in enumerate(levels):
-        les, kinds = _draw_slice(canvas, anatomy, plans, findings, i, t, masks[i], rng)
-        images[i] = acquire(canvas.img, acq, bias, anatomy.tissues.marrow, rng)
+        les, kinds = _draw_slice(canvas, anatomy, plans, findings, i, t, masks[i], rng, fat_field)
+        magnitude[i] = acquire(canvas.img, acq, bias, anatomy.tissues.marrow, rng)
         lesions.append(les)
         drawn.append(kinds)
+    images, window = store(magnitude, acq.storage)
     return Series(
         images=images, masks=masks, slice_labels=[int(bool(ls)) for ls in lesions], lesions=lesions,
         findings=drawn, label=int(meets_asas(lesions)), patient_id=pid, profile=prof.name,
         pixel_spacing=(acq.spacing, acq.spacing), slice_thickness=acq.slice_thickness,
         spacing_between_slices=acq.slice_thickness + acq.slice_gap, slice_positions=z, fov_mm=acq.fov_mm,
-        window=_window(images), acquisition=acq,
+        window=window, acquisition=acq, anatomy=variant.name, bits_stored=acq.storage.bits,
+        photometric=acq.storage.photometric, field_strength_t=acq.field_t, geometry=anatomy,
     )
 
 
 def _draw_slice(canvas: Canvas, anatomy: Anatomy, plans: list[LesionPlan], findings: list[Finding], i: int,
-                t: float, mask_out: np.ndarray, rng) -> tuple[list[Lesion], list[str]]:
+                t: float, mask_out: np.ndarray, rng, fat_field: np.ndarray) -> tuple[list[Lesion], list[str]]:
     """Draw slice i into the canvas; fill its lesion mask; return its truth."""
-    sa = render_anatomy(canvas, anatomy, t, rng)
+    sa = render_anatomy(canvas, anatomy, t, rng, fat_field)
     here = [fd for fd in findings if i in fd.slices]
     # Mimics first, so a lesion's signal is never painted over; chronic signs
     # of sacroiliitis last, since they reshape the joint margin and marrow.
@@ -150,9 +183,3 @@ def _draw_slice(canvas: Canvas, anatomy: Anatomy, plans: list[LesionPlan], findi
                 lesions.append(lesion)
     kinds += [render_finding(canvas, sa, fd, anatomy.tissues, rng) for fd in here if fd.kind in _CHRONIC]
     return lesions, kinds
-
-
-def _window(images: np.ndarray) -> tuple[float, float]:
-    """Display window from robust percentiles of the series."""
-    lo, hi = np.percentile(images[:, ::4, ::4], [1.0, 99.5])
-    return float(round((lo + hi) / 2)), float(max(1.0, round(hi - lo)))

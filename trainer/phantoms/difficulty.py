@@ -20,6 +20,7 @@ import time
 import cv2
 import numpy as np
 
+from ._profiles import TRAINING_PROFILE
 from ._series import generate_series
 
 
@@ -29,13 +30,14 @@ def _scaled(img: np.ndarray) -> np.ndarray:
     return np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1.0), 0.0, 1.0)
 
 
-def collect(n_slices: int = 2000, *, slices_per_series: int = 12, seed: int = 0, profile: str = "default",
-            size: int | None = None) -> dict[str, np.ndarray]:
+def collect(n_slices: int = 2000, *, slices_per_series: int = 12, seed: int = 0, profile: str = TRAINING_PROFILE,
+            size: int | None = None, anatomy: str | None = None) -> dict[str, np.ndarray]:
     """Render ~n_slices slices (alternating positive/negative series) and their features."""
     feats: dict[str, list] = {k: [] for k in ("mean_raw", "mean_scaled", "x32_raw", "x32_scaled", "y", "group")}
     seqs = np.random.SeedSequence(seed).spawn(-(-n_slices // slices_per_series))
     for p, child in enumerate(seqs):
-        s = generate_series(child, slices=slices_per_series, size=size, positive=p % 2 == 0, profile=profile)
+        s = generate_series(child, slices=slices_per_series, size=size, positive=p % 2 == 0, profile=profile,
+                            anatomy=anatomy)
         for img, lab in zip(s.images, s.slice_labels):
             sc = _scaled(img)
             feats["mean_raw"].append(float(img.mean()))
@@ -82,16 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slices", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--size", type=int, default=None, help="matrix; default random 256..512 per series")
+    ap.add_argument("--profile", default=TRAINING_PROFILE, help="held out: vendor-b")
+    ap.add_argument("--anatomy", default=None, help="default: the training variants; held out: elderly")
+    ap.add_argument("--size", type=int, default=None, help="matrix; default drawn per series from the profile")
     ap.add_argument("--limit", type=float, default=0.80)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    data = collect(args.slices, seed=args.seed, profile=args.profile, size=args.size)
+    data = collect(args.slices, seed=args.seed, profile=args.profile, size=args.size, anatomy=args.anatomy)
     aucs = baseline_aucs(data)
     report = {"slices": int(len(data["y"])), "positive_slices": int(data["y"].sum()),
-              "patients": int(len(np.unique(data["group"]))), "profile": args.profile, "seed": args.seed,
-              "auc": aucs, "limit": args.limit, "seconds": round(time.perf_counter() - t0, 1)}
+              "patients": int(len(np.unique(data["group"]))), "profile": args.profile, "anatomy": args.anatomy,
+              "seed": args.seed, "auc": aucs, "limit": args.limit, "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(report, indent=2))
     return int(any(v >= args.limit for v in aucs.values()))
 
