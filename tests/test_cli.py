@@ -148,6 +148,7 @@ def test_synth_then_predict(tmp_path, tiny_bundle, fmt):
 
 def test_synth_refuses_bad_values_and_non_empty_folders(tmp_path):
     assert "Valid profiles are" in invoke("synth", tmp_path / "a", "--profile", "philips").stderr
+    assert "Did you mean 'elderly'" in invoke("synth", tmp_path / "a2", "--anatomy", "eldrly").stderr
     assert invoke("synth", tmp_path / "b", "--format", "nifti").exit_code == 2
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "old.png").write_bytes(b"")

@@ -21,6 +21,9 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+SOURCES = ("training", "independent")  # asinfer synth --source: the training generator, or the test-only one
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder.")],
@@ -28,27 +31,53 @@ def synth(
     slices: Annotated[int, typer.Option(min=1, max=200, help="Slices per series.")] = 12,
     fmt: Annotated[str, typer.Option("--format", help="png or dicom.")] = "png",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
-    profile: Annotated[str, typer.Option(help="Scanner profile (contrast, noise, bias).")] = "default",
+    profile: Annotated[Optional[str], typer.Option(
+        help="Scanner profile of the training source: mixed (the training distribution), default, low-field, "
+             "high-snr, or vendor-b (held out of training) [default: mixed].")] = None,
+    anatomy: Annotated[Optional[str], typer.Option(
+        help="Anatomy variant of the training source (average, narrow, wide, thin, obese, prominent-foramina, "
+             "or elderly, held out of training) [default: a training variant per patient].")] = None,
     positive_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of ASAS-positive patients.")] = 0.5,
-    size: Annotated[Optional[int], typer.Option(min=64, max=1024, help="Matrix size [default: random 256-512 per patient].")] = None,
+    size: Annotated[Optional[int], typer.Option(min=64, max=1024, help="Matrix size [default: random per patient].")] = None,
+    source: Annotated[str, typer.Option(
+        help="training: the phantom generator models are trained on; independent: phantoms drawn by separate "
+             "code, FOR TESTING ONLY (never train on them), to catch a model that learned one generator.")] = "training",
 ) -> None:
-    """Write a synthetic phantom dataset (class folders + labels.csv). Not patient data."""
+    """Write a synthetic phantom dataset (class folders + labels.csv). Not patient data.
+
+    Example: asinfer synth testset --source independent --patients 40 --format dicom
+    """
     from rich.progress import Progress
 
-    from .phantoms import write_dataset
-
+    if source not in SOURCES:
+        raise _fail(f"Invalid source {source!r}. Valid sources are {SOURCES}.")
+    if source == "independent" and (profile is not None or anatomy is not None):
+        raise _fail("--profile and --anatomy apply to --source training only; the independent source draws its own")
     if out.exists() and any(out.iterdir()):
         raise _fail(f"{out} is not empty; choose a new folder so no stale slices mix with the new ones")
     with Progress(transient=True) as progress:
         task = progress.add_task("phantoms", total=patients)
         try:
-            summary = write_dataset(out, patients=patients, slices=slices, fmt=fmt, seed=seed, profile=profile,
-                                    positive_fraction=positive_fraction, size=size,
-                                    progress=lambda done, total: progress.update(task, completed=done))
+            summary = _write_phantoms(source, out, patients=patients, slices=slices, fmt=fmt, seed=seed,
+                                      profile=profile, anatomy=anatomy, positive_fraction=positive_fraction, size=size,
+                                      progress=lambda done, total: progress.update(task, completed=done))
         except ValueError as exc:
             raise _fail(str(exc))
     typer.echo(f"wrote {summary.n_slices} slices of {summary.n_patients} synthetic patients to {out} "
                f"({summary.n_positive_series} ASAS-positive series); labels in {summary.csv_path}")
+    if source == "independent":
+        typer.echo("independent test source: FOR TESTING ONLY - never train or tune a model on it")
+
+
+def _write_phantoms(source: str, out: Path, *, profile: Optional[str], anatomy: Optional[str], **settings):
+    """The chosen source's write_dataset."""
+    if source == "independent":
+        from .altphantoms import write_dataset as write_independent
+
+        return write_independent(out, **settings)
+    from .phantoms import TRAINING_PROFILE, write_dataset
+
+    return write_dataset(out, profile=profile or TRAINING_PROFILE, anatomy=anatomy, **settings)
 
 
 @app.command()
