@@ -232,3 +232,32 @@ def test_series_come_from_patients_in_slice_order_with_their_truth():
     (first, second) = series_from_slices(records, np.array([0, 1, 2, 3]), np.array([0.2, 0.0, 0.1, 0.9]))
     assert first.probs == (0.0, 0.1, 0.2) and first.label == 0  # the CSV's series truth wins over slice labels
     assert second.label == 1 and second.probs == (0.9,)
+
+
+def _split(truths):
+    """Per-slice arrays of a list of SeriesTruth: a slice is positive where its probability is high."""
+    probs = np.concatenate([np.array(s.probs) for s in truths])
+    patient = np.concatenate([[k] * len(s.probs) for k, s in enumerate(truths)])
+    labels = np.concatenate([(np.array(s.probs) > 0.5) & bool(s.label) for s in truths]).astype(int)
+    return {"labels": labels, "probs": probs, "patient": patient, "series": truths}
+
+
+def test_threshold_stability_resamples_patients_and_measures_test_rates_at_each_refit():
+    from asinfer.trainer.series import fit_series_rule, threshold_stability
+
+    validation, test = _split(_truths(0)), _split(_truths(1))
+    rule = fit_series_rule(validation["series"])
+    result = threshold_stability(validation, test, 0.5, rule, reps=50)
+    assert result["reps"] == 50 and result["validation_patients"] == 40
+    lo, hi = result["series_threshold"]["interval_95"]
+    assert lo <= result["series_threshold"]["median"] <= hi and result["series_threshold"]["kind"] == "consecutive"
+    assert abs(sum(result["series_rule_chosen"].values()) - 1.0) < 1e-6
+    # Clean synthetic scores: every refit keeps the test series right.
+    assert result["test_series_at_refits"]["sensitivity"]["interval_95"][0] >= 0.9
+    # Noisy scores: the refitted slice threshold wanders and the interval says so.
+    rng = np.random.default_rng(3)
+    noisy = dict(validation, probs=np.clip(validation["probs"] + rng.normal(0, 0.25, validation["probs"].size), 0, 1))
+    wide = threshold_stability(noisy, None, 0.5, rule, reps=50)["slice_threshold"]["interval_95"]
+    tight = result["slice_threshold"]["interval_95"]
+    assert wide[1] - wide[0] > tight[1] - tight[0] and "test_slice_at_refits" not in threshold_stability(
+        noisy, None, 0.5, rule, reps=5)

@@ -43,6 +43,7 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
         "",
         *_series_section(m),
         *_evidence_section(m),
+        *_conditions_section(m),
         *_parity_section(m),
     ]
     lines += [
@@ -162,10 +163,50 @@ def _evidence_section(m) -> list[str]:
             f"--patients {game.get('patients', 80)} --seed {game.get('seed', 4242)} --record`.", ""]
 
 
+def _conditions_section(m) -> list[str]:
+    """The per-condition table of ``python -m asinfer.trainer.evaluate --record``, and its targets."""
+    result = m.metrics.get("conditions")
+    if not result:
+        return []
+    lines = ["## Per condition (fresh phantoms, patients resampled for the 95 % intervals)",
+             f"{result.get('patients')} patients x {result.get('slices_per_series')} slices per condition, half "
+             f"positive; {result.get('artifact')} at slice threshold {_num(result.get('threshold'))} and series rule "
+             f"{result.get('series_rule', {}).get('kind')} at {_num(result.get('series_rule', {}).get('threshold'))}.",
+             *_validation_line(result.get("validation")),
+             "",
+             "| condition | group | slice AUC | sens. | spec. | series AUC | sens. | spec. | flip changes | int8 = Keras |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in result.get("conditions", []):
+        sl, se = row.get("slice", {}), row.get("series", {})
+        ci = lambda d: tuple(d["auc_95"]) if d.get("auc_95") else None
+        lines.append(f"| {row.get('name')} | {row.get('group')} | {_with_interval(sl.get('auc'), ci(sl))} | "
+                     f"{_num(sl.get('sensitivity'))} | {_num(sl.get('specificity'))} | "
+                     f"{_with_interval(se.get('auc'), ci(se))} | {_num(se.get('sensitivity'))} | "
+                     f"{_num(se.get('specificity'))} | {_num(row.get('flip_changed'))} | {_num(row.get('agreement'))} |")
+    lines += ["", "| target | limit | worst | where | met |", "|---|---|---|---|---|"]
+    for t in result.get("targets", []):
+        met = {True: "yes", False: "**no**", None: "not measured"}[t.get("met")]
+        lines.append(f"| {t.get('target')} | {t.get('limit')} | {_num(t.get('worst'))} | {t.get('where') or ''} | {met} |")
+    return [*lines, "", "Reproduce: `python -m asinfer.trainer.evaluate BUNDLE --keras RUN/model.keras --record`.", ""]
+
+
+def _validation_line(validation: dict | None) -> list[str]:
+    if not validation:
+        return []
+    sl, se = validation.get("slice", {}), validation.get("series", {})
+    return [f"Validation values the thresholds were fitted to (drift targets compare against them): slice "
+            f"sensitivity {_num(sl.get('sensitivity'))}, specificity {_num(sl.get('specificity'))}; series "
+            f"sensitivity {_num(se.get('sensitivity'))}, specificity {_num(se.get('specificity'))}."]
+
+
 def _recipe(cfg: dict) -> str:
     keys = ("image_size", "weights", "batch_norm", "warmup_epochs", "warmup_size", "warmup_freeze_blocks",
-            "freeze_blocks", "epochs", "batch_size", "learning_rate", "patience", "seed")
-    return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg)
+            "freeze_blocks", "epochs", "batch_size", "learning_rate", "learning_rate_after_warmup",
+            "bn_reestimate_batches", "patience", "rotation", "shift", "zoom", "flip", "gamma", "contrast", "noise",
+            "blur", "bias", "preprocessing", "seed")
+    # Knobs left at their off value (0, None, {}) are v1 defaults; naming them would only add noise.
+    return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg and cfg[k] not in (None, {}, 0, 0.0)
+                     or k in ("warmup_epochs", "freeze_blocks", "seed") and k in cfg)
 
 
 def _hours(seconds) -> str:

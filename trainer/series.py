@@ -17,6 +17,7 @@ engine artifact (see :func:`refit_bundle`).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,10 +149,30 @@ def refit_bundle(bundle: Path, workdir: Path, progress: Callable[[str], None] = 
     Returns:
         The manifest written.
     """
-    from asinfer import engine
     from asinfer.engine.bundle import read_manifest
 
     from .bundle import write_bundle
+
+    held_out = held_out_predictions(bundle, workdir, progress)
+    config = held_out["config"]
+    truths = {name: held_out[name]["series"] for name in ("validation", "test")}
+    rule = fit_series_rule(truths["validation"], config.target_sensitivity)
+    manifest = read_manifest(bundle / "manifest.json")
+    metrics = {**manifest.metrics, "series_validation": series_metrics(truths["validation"], rule),
+               "series_test": series_metrics(truths["test"], rule)}
+    files = {a.format: a.file for a in manifest.artifacts}
+    updated = replace(manifest, series_rule=rule, metrics=metrics, artifacts=())
+    return write_bundle(bundle, updated, files)
+
+
+def held_out_predictions(bundle: Path, workdir: Path, progress: Callable[[str], None] = log.info) -> dict:
+    """The validation and test patients of a phantom bundle, regenerated and predicted by its engine artifact.
+
+    Returns ``{"config": TrainConfig, "validation": split, "test": split}``, each split a dict of
+    ``labels``, ``probs`` and ``patient`` (per slice, arrays) and ``series`` (SeriesTruth list).
+    """
+    from asinfer import engine
+
     from .data import read_index, split_by_patient
     from .phantoms import write_dataset
     from .train import TrainConfig
@@ -166,28 +187,104 @@ def refit_bundle(bundle: Path, workdir: Path, progress: Callable[[str], None] = 
     records = read_index(data)
     split = split_by_patient(records, config.val_fraction, config.test_fraction, config.seed)
     clf = engine.load(bundle, provider="cpu")
-    truths = {}
+    out: dict = {"config": config}
     for name, members in (("validation", split.val), ("test", split.test)):
         chosen = [records[i] for i in members]
-        predictions = clf.predict([r.path for r in chosen])
-        probs = np.array([p.probability for p in predictions])
-        truths[name] = series_from_slices(chosen, np.arange(len(chosen)), probs)
-        progress(f"{name}: {len(chosen)} slices, {len(truths[name])} series")
-    rule = fit_series_rule(truths["validation"], config.target_sensitivity)
+        probs = np.array([p.probability for p in clf.predict([r.path for r in chosen])])
+        patients = sorted({r.patient_id for r in chosen})
+        out[name] = {"labels": np.array([r.label for r in chosen]), "probs": probs,
+                     "patient": np.array([patients.index(r.patient_id) for r in chosen]),
+                     "series": series_from_slices(chosen, np.arange(len(chosen)), probs)}
+        progress(f"{name}: {len(chosen)} slices, {len(out[name]['series'])} series")
+    return out
+
+
+def threshold_stability(validation: dict, test: dict | None, threshold: float, rule: SeriesRule,
+                        target_sensitivity: float | None = None, reps: int = 200, seed: int = 0) -> dict:
+    """How much the fitted thresholds move when the validation patients are drawn again (bootstrap).
+
+    Each repetition resamples the validation patients with replacement, fits the slice threshold and
+    the series rule again exactly as training does, and (with ``test``) measures test sensitivity and
+    specificity at the refitted values. Returns percentiles (2.5, 50, 97.5) of each, the shipped
+    values beside them, and how often each series rule kind would have been chosen.
+    """
+    from .metrics import choose_threshold
+
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(validation["patient"] == g) for g in np.unique(validation["patient"])]
+    series = validation["series"]
+    slice_t, rule_t, kinds, slice_rates, series_rates = [], [], {}, [], []
+    for _ in range(reps):
+        take = rng.integers(0, len(members), len(members))
+        rows = np.concatenate([members[i] for i in take])
+        if len(set(validation["labels"][rows].tolist())) < 2:
+            continue
+        t = choose_threshold(validation["labels"][rows], validation["probs"][rows], target_sensitivity)
+        try:
+            refit = fit_series_rule([series[i] for i in take], target_sensitivity)
+        except ValueError:
+            continue
+        slice_t.append(t)
+        name = refit.fitted_on.rsplit("chosen: ", 1)[-1]
+        kinds[name] = kinds.get(name, 0) + 1
+        same_kind, _ = _fit(replace(rule, threshold=0.5, single_slice_threshold=None), [series[i] for i in take],
+                            np.array([series[i].label for i in take]), target_sensitivity)
+        rule_t.append(same_kind.threshold)
+        if test is not None:
+            slice_rates.append(_rates(test["labels"], test["probs"] >= t))
+            series_rates.append(_rates(np.array([s.label for s in test["series"]]),
+                                       np.array([refit.decide(list(s.probs))[1] for s in test["series"]])))
+    out = {"reps": len(slice_t), "validation_patients": len(members),
+           "slice_threshold": {"shipped": _round(threshold), **_percentiles(slice_t)},
+           "series_threshold": {"kind": rule.kind, "shipped": _round(rule.threshold), **_percentiles(rule_t)},
+           "series_rule_chosen": {k: round(v / max(1, len(slice_t)), 3) for k, v in sorted(kinds.items())}}
+    if test is not None:
+        for level, rates in (("slice", slice_rates), ("series", series_rates)):
+            out[f"test_{level}_at_refits"] = {key: _percentiles([r[key] for r in rates if r[key] is not None])
+                                              for key in ("sensitivity", "specificity")}
+    return out
+
+
+def _rates(labels: np.ndarray, positive: np.ndarray) -> dict:
+    pos, neg = labels == 1, labels == 0
+    return {"sensitivity": float(positive[pos].mean()) if pos.any() else None,
+            "specificity": float((~positive[neg]).mean()) if neg.any() else None}
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"median": None, "interval_95": None}
+    lo, mid, hi = np.percentile(values, [2.5, 50, 97.5])
+    return {"median": _round(mid), "interval_95": [_round(lo), _round(hi)]}
+
+
+def record_stability(bundle: Path, workdir: Path, reps: int = 200) -> dict:
+    """threshold_stability of a phantom bundle's shipped thresholds, stored in its manifest."""
+    from asinfer.engine.bundle import read_manifest, write_manifest
+
     manifest = read_manifest(bundle / "manifest.json")
-    metrics = {**manifest.metrics, "series_validation": series_metrics(truths["validation"], rule),
-               "series_test": series_metrics(truths["test"], rule)}
-    files = {a.format: a.file for a in manifest.artifacts}
-    updated = replace(manifest, series_rule=rule, metrics=metrics, artifacts=())
-    return write_bundle(bundle, updated, files)
+    if manifest.series_rule is None:
+        raise ValueError(f"{bundle} has no series rule to bootstrap")
+    held_out = held_out_predictions(bundle, workdir)
+    result = threshold_stability(held_out["validation"], held_out["test"], manifest.threshold, manifest.series_rule,
+                                 held_out["config"].target_sensitivity, reps)
+    write_manifest(bundle, replace(manifest, metrics={**manifest.metrics, "threshold_stability": result}))
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fit a phantom bundle's series rule on its validation patients.")
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--workdir", type=Path, default=Path("runs/series-refit"))
+    parser.add_argument("--stability", action="store_true",
+                        help="instead of refitting: bootstrap the validation patients and record how much the "
+                             "shipped thresholds would move (metrics['threshold_stability'])")
+    parser.add_argument("--reps", type=int, default=200)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.stability:
+        print(json.dumps(record_stability(args.bundle, args.workdir, args.reps), indent=2))
+        return
     manifest = refit_bundle(args.bundle, args.workdir)
     m = manifest.metrics
     print(f"series rule: {manifest.series_rule.kind} at {manifest.series_rule.threshold:.4f}"

@@ -1,0 +1,85 @@
+"""The per-condition evaluation: exports, targets, intervals, and the card's table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from asinfer import engine
+from asinfer.trainer.evaluate import CONDITIONS, TARGETS, Condition, evaluate, judge, record
+
+
+def test_exports_store_the_values_as_such_files_would():
+    from asinfer.trainer import evaluate as ev
+
+    image = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)
+    series = SimpleNamespace(images=image[None], window=(2048.0, 4096.0), photometric="MONOCHROME2")
+    low = ev._frame(series, 0, "8bit-unwindowed", "x")
+    assert low.pixels.dtype == np.uint8 and low.window is None and low.pixels.max() == 255 and low.pixels[0, 1] == 1
+    deep = ev._frame(series, 0, "16bit", "x")
+    assert deep.pixels.dtype == np.uint16 and deep.window == (2048.0 * 16, 4096.0 * 16)
+    same = engine.to_uint8(ev._frame(series, 0, None, "x")).astype(int)
+    assert np.abs(engine.to_uint8(deep).astype(int) - same).max() <= 1  # the window's -0.5 terms do not scale
+    burned = ev._frame(series, 0, "8bit-windowed", "x")
+    assert burned.window is None and burned.pixels.dtype == np.uint8 and burned.pixels.max() >= 250
+    with pytest.raises(ValueError, match="unknown export"):
+        ev._frame(series, 0, "4bit", "x")
+
+
+def test_a_monochrome1_series_reaches_the_engine_as_its_file_would():
+    from asinfer.trainer import evaluate as ev
+
+    display = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)
+    series = SimpleNamespace(images=display[None], window=(2048.0, 4096.0), stored_window=(2047.0, 4096.0),
+                             photometric="MONOCHROME1", stored=lambda i: (4095 - display).astype(np.uint16))
+    frame = ev._frame(series, 0, None, "x")
+    assert frame.invert and frame.window == (2047.0, 4096.0) and frame.pixels[0, 0] == 4095
+    plain = ev._frame(SimpleNamespace(images=display[None], window=(2048.0, 4096.0), photometric="MONOCHROME2"),
+                      0, None, "x")
+    assert np.abs(engine.to_uint8(frame).astype(int) - engine.to_uint8(plain).astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="MONOCHROME2"):
+        ev._frame(series, 0, "16bit", "x")
+
+
+def test_targets_take_the_worst_condition_and_can_fail():
+    rows = [{"name": "a", "group": "in-distribution", "slice": {"auc": 0.97}, "series": {"auc": 0.99},
+             "flip_changed": 0.01, "agreement": 0.995},
+            {"name": "b", "group": "in-distribution", "slice": {"auc": 0.95}, "series": {"auc": 0.98},
+             "flip_changed": 0.05, "agreement": None}]
+    verdicts = {t["target"]: t for t in judge(rows)}
+    in_dist = verdicts["slice AUC in distribution"]
+    assert (in_dist["worst"], in_dist["where"], in_dist["met"]) == (0.95, "b", False)
+    assert verdicts["labels changed by a left-right flip"]["met"] is False
+    assert verdicts["int8 agreement with Keras"]["met"] is True  # the one measured value
+    assert verdicts["slice AUC on the independent source"]["met"] is None  # not measured is not passed
+
+
+def test_every_condition_names_a_known_group_and_unique_seed():
+    assert len({c.seed for c in CONDITIONS}) == len(CONDITIONS)
+    groups = {g for _, gs, *_ in TARGETS if gs for g in gs}
+    assert {c.group for c in CONDITIONS} <= groups
+
+
+def test_evaluate_reports_intervals_flips_and_records_into_the_card(tiny_bundle, tmp_path):
+    conditions = (Condition("small", "in-distribution", generator={"size": 96}, seed=11),
+                  Condition("small 8-bit", "bit depth", generator={"size": 96, "profile": "default"},
+                            export="8bit-unwindowed", seed=12))
+    result = evaluate(tiny_bundle, patients=4, conditions=conditions, progress=lambda _: None)
+    assert [r["name"] for r in result["conditions"]] == ["small", "small 8-bit"]
+    for row in result["conditions"]:
+        assert row["slices"] == 4 * 12 and row["patients"] == 4
+        auc, interval = row["slice"]["auc"], row["slice"]["auc_95"]
+        if auc is not None and interval is not None:
+            assert interval[0] <= auc <= interval[1]
+        assert 0.0 <= row["flip_changed"] <= 1.0 and row["agreement"] is None
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    record(bundle, result)
+    from asinfer.trainer.card import write_card
+
+    text = write_card(bundle).read_text()
+    assert "## Per condition" in text and "| small 8-bit | bit depth |" in text and "| target | limit |" in text
+    assert json.loads((bundle / "manifest.json").read_text())["metrics"]["conditions"]["patients"] == 4

@@ -1,0 +1,296 @@
+"""A bundle measured per condition: fresh phantoms, each scanner profile, matrix, bit depth, the held-out
+settings and the independent test source, with patient-bootstrap intervals.
+
+    python -m asinfer.trainer.evaluate models/asinfer-vgg16-phantom [--patients 40] [--only NAME,...]
+                                       [--keras runs/demo/model.keras] [--record] [--json out.json]
+
+Each condition renders ``--patients`` fresh phantom series of 12 slices (half positive; seeds no
+recipe trains on), runs them through the engine exactly as ``asinfer predict`` would (the bundle's
+preprocessing, its default CPU artifact) and reports:
+
+* slice AUC with a 95 % interval (patients resampled, 1,000 times), and sensitivity / specificity at
+  the bundle's slice threshold;
+* series AUC with its interval, and sensitivity / specificity of the bundle's series rule;
+* ``flip_changed``: the share of slice labels that change when every slice is mirrored left-right;
+* ``agreement``: the share of slice labels the artifact shares with the Keras model (``--keras``).
+
+``--record`` stores the table in the manifest (``metrics["conditions"]``); the model card shows it,
+with the issue's targets beside it (:data:`TARGETS`). Synthetic phantoms only: these numbers say how
+the model behaves on cartoons, nothing about patients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from asinfer import engine
+from asinfer.engine.bundle import roc_auc
+
+log = logging.getLogger("asinfer.trainer")
+
+SLICES = 12
+BOOTSTRAP = 1000
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One test condition: where its phantoms come from and how they are stored.
+
+    ``generator`` holds keyword arguments of the source's ``generate_series`` (profile, size, ...);
+    ``export`` re-stores the rendered values: ``8bit-unwindowed`` (12-bit values shifted right by 4,
+    no VOI window: an export that uses part of the 8-bit range), ``8bit-windowed`` (the VOI window
+    burned into full-range 8-bit values), ``16bit`` (values x 16, the window scaled with them).
+    """
+
+    name: str
+    group: str  # in-distribution | profile | matrix | bit depth | held out | independent
+    source: str = "training"  # training | independent
+    generator: dict[str, Any] = field(default_factory=dict)
+    export: str | None = None
+    seed: int = 4242
+
+
+#: The conditions of the issue's targets; seeds differ from every recipe's training seed.
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("fresh seed 4242", "in-distribution", seed=4242),
+    Condition("fresh seed 5151", "in-distribution", seed=5151),
+    Condition("profile default", "profile", generator={"profile": "default"}, seed=6060),
+    Condition("profile low-field", "profile", generator={"profile": "low-field"}, seed=6161),
+    Condition("profile high-snr", "profile", generator={"profile": "high-snr"}, seed=6262),
+    Condition("matrix 192", "matrix", generator={"size": 192}, seed=7070),
+    Condition("matrix 256", "matrix", generator={"size": 256}, seed=7171),
+    Condition("matrix 512", "matrix", generator={"size": 512}, seed=7272),
+    Condition("matrix 640", "matrix", generator={"size": 640}, seed=7373),
+    # Bit-depth exports start from the classic 12-bit preset, so the condition is the export alone.
+    Condition("8-bit unwindowed", "bit depth", generator={"profile": "default"}, export="8bit-unwindowed", seed=8181),
+    Condition("8-bit windowed", "bit depth", generator={"profile": "default"}, export="8bit-windowed", seed=8282),
+    Condition("16-bit", "bit depth", generator={"profile": "default"}, export="16bit", seed=8383),
+    Condition("held-out profile vendor-b", "held out", generator={"profile": "vendor-b"}, seed=6363),
+    Condition("held-out anatomy elderly", "held out", generator={"anatomy": "elderly"}, seed=6464),
+    Condition("held-out profile + anatomy", "held out", generator={"profile": "vendor-b", "anatomy": "elderly"},
+              seed=6565),
+    Condition("independent source", "independent", source="independent", seed=9191),
+)
+
+#: The issue's targets: (what, condition groups, metric path, limit, direction).
+TARGETS = (
+    ("slice AUC in distribution", ("in-distribution",), ("slice", "auc"), 0.96, ">="),
+    ("slice AUC on every profile, matrix and bit depth", ("profile", "matrix", "bit depth", "held out"),
+     ("slice", "auc"), 0.93, ">="),
+    ("slice AUC on the independent source", ("independent",), ("slice", "auc"), 0.90, ">="),
+    ("slice specificity on the independent source", ("independent",), ("slice", "specificity"), 0.80, ">="),
+    ("series AUC in distribution", ("in-distribution",), ("series", "auc"), 0.97, ">="),
+    ("slice sensitivity drift from validation", None, ("slice", "sensitivity_drift"), 0.05, "<="),
+    ("slice specificity drift from validation", None, ("slice", "specificity_drift"), 0.05, "<="),
+    ("series sensitivity drift from validation", None, ("series", "sensitivity_drift"), 0.05, "<="),
+    ("series specificity drift from validation", None, ("series", "specificity_drift"), 0.05, "<="),
+    ("labels changed by a left-right flip", None, ("flip_changed",), 0.03, "<="),
+    ("int8 agreement with Keras", None, ("agreement",), 0.99, ">="),
+)
+
+
+def evaluate(bundle: Path | None = None, patients: int = 40, conditions: tuple[Condition, ...] = CONDITIONS,
+             keras_model: Path | None = None, progress: Callable[[str], None] = log.info) -> dict:
+    """Measure ``bundle`` on every condition; returns ``{"conditions": [...], "targets": [...], ...}``."""
+    clf = engine.load(bundle, provider="cpu")
+    reference = _keras(keras_model) if keras_model else None
+    rows = []
+    for condition in conditions:
+        started = time.time()
+        row = _measure(clf, condition, patients, reference)
+        progress(f"{condition.name}: slice AUC {row['slice']['auc']} {row['slice']['auc_95']}, series AUC "
+                 f"{row['series']['auc']}, flip {row['flip_changed']} ({time.time() - started:.0f} s)")
+        rows.append(row)
+    return {"conditions": rows, "targets": judge(rows), "patients": patients, "slices_per_series": SLICES,
+            "artifact": clf.artifact.format, "threshold": clf.threshold,
+            "series_rule": {"kind": clf.series_rule.kind, "threshold": clf.series_rule.threshold},
+            "validation": _validation(clf.manifest), "bootstrap": BOOTSTRAP, "keras_reference": str(keras_model) if keras_model else None}
+
+
+def _validation(manifest) -> dict:
+    """Sensitivity and specificity the bundle measured on its validation split, slice and series level."""
+    slice_, series = manifest.metrics.get("validation") or {}, manifest.metrics.get("series_validation") or {}
+    return {"slice": {"sensitivity": slice_.get("recall"), "specificity": slice_.get("specificity")},
+            "series": {"sensitivity": series.get("sensitivity"), "specificity": series.get("specificity")}}
+
+
+def _with_drift(rates: dict, validation: dict) -> dict:
+    """``rates`` plus ``*_drift``: the distance of each rate from its validation value (threshold transfer)."""
+    out = dict(rates)
+    for key in ("sensitivity", "specificity"):
+        if rates.get(key) is not None and validation.get(key) is not None:
+            out[f"{key}_drift"] = _r(abs(rates[key] - validation[key]))
+    return out
+
+
+def _measure(clf, condition: Condition, patients: int, reference) -> dict:
+    generate = _source(condition.source)
+    rng = np.random.SeedSequence(condition.seed)
+    labels, probs, flipped, agree, series_of, truth = [], [], [], [], [], []
+    for k, child in enumerate(rng.spawn(patients)):
+        series = generate(child, slices=SLICES, positive=bool(k % 2), patient_id=f"E{k:03d}", **condition.generator)
+        frames = [_frame(series, i, condition.export, f"E{k:03d}_s{i}") for i in range(len(series.images))]
+        batch = clf.preprocessor(frames)
+        p = clf.run(batch)
+        probs += p.tolist()
+        flipped += clf.run(clf.preprocessor([_mirrored(f) for f in frames])).tolist()
+        labels += [int(v) for v in series.slice_labels]
+        series_of += [k] * len(frames)
+        truth.append(int(series.label))
+        if reference is not None:
+            agree += ((reference(batch) >= clf.threshold) == (p >= clf.threshold)).tolist()
+    labels_a, probs_a, group = np.array(labels), np.array(probs), np.array(series_of)
+    validation = _validation(clf.manifest)
+    positive, positive_flipped = probs_a >= clf.threshold, np.array(flipped) >= clf.threshold
+    by_series = [probs_a[group == k].tolist() for k in range(patients)]
+    decided = [clf.series_rule.decide(p) for p in by_series]
+    return {
+        "name": condition.name, "group": condition.group, "source": condition.source,
+        "generator": condition.generator, "export": condition.export, "seed": condition.seed,
+        "patients": patients, "slices": int(len(labels_a)), "positive_slices": int(labels_a.sum()),
+        "slice": {"auc": _r(roc_auc(labels_a, probs_a)), "auc_95": _interval(labels_a, probs_a, group),
+                  **_with_drift(_rates(labels_a, positive), validation["slice"])},
+        "series": {"auc": _r(roc_auc(np.array(truth), np.array([d[0] for d in decided]))),
+                   "auc_95": _interval(np.array(truth), np.array([d[0] for d in decided]), np.arange(patients)),
+                   **_with_drift(_rates(np.array(truth), np.array([d[1] for d in decided])), validation["series"])},
+        "flip_changed": _r(float((positive != positive_flipped).mean())),
+        "agreement": _r(float(np.mean(agree))) if agree else None,
+    }
+
+
+def judge(rows: list[dict]) -> list[dict]:
+    """Each target against the conditions it covers: the worst value, and whether it holds."""
+    out = []
+    for what, groups, path, limit, direction in TARGETS:
+        values = []
+        for row in rows:
+            if groups is not None and row["group"] not in groups:
+                continue
+            value = row
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is not None:
+                values.append((value, row["name"]))
+        if not values:
+            out.append({"target": what, "limit": f"{direction} {limit}", "worst": None, "where": None, "met": None})
+            continue
+        worst = min(values) if direction == ">=" else max(values)
+        met = worst[0] >= limit if direction == ">=" else worst[0] <= limit
+        out.append({"target": what, "limit": f"{direction} {limit}", "worst": worst[0], "where": worst[1], "met": met})
+    return out
+
+
+def _source(name: str):
+    if name == "independent":
+        from .altphantoms import generate_series
+    else:
+        from .phantoms import generate_series
+    return generate_series
+
+
+def _frame(series, index: int, export: str | None, source: str) -> engine.Frame:
+    """Slice ``index`` as a file would hold it: stored values (inverted for MONOCHROME1), its window;
+    ``export`` re-stores the rendered values of a MONOCHROME2 series first."""
+    window = getattr(series, "stored_window", series.window)
+    invert = getattr(series, "photometric", "MONOCHROME2") == "MONOCHROME1"
+    image = series.stored(index) if invert else series.images[index]
+    if export is not None and invert:
+        raise ValueError("exports re-store MONOCHROME2 series only")
+    if export == "8bit-unwindowed":
+        image, window = (image.astype(np.uint16) >> 4).astype(np.uint8), None
+    elif export == "8bit-windowed":
+        image = engine.to_uint8(engine.Frame(image, source, window=window, invert=False))
+        window = None
+    elif export == "16bit":
+        image = (image.astype(np.uint32) * 16).clip(0, 65535).astype(np.uint16)
+        window = None if window is None else (window[0] * 16, window[1] * 16)
+    elif export is not None:
+        raise ValueError(f"unknown export {export!r}")
+    return engine.Frame(image, source, index, window=window, invert=invert)
+
+
+def _mirrored(frame: engine.Frame) -> engine.Frame:
+    return engine.Frame(np.ascontiguousarray(frame.pixels[:, ::-1]), frame.source, frame.index, window=frame.window,
+                        invert=frame.invert)
+
+
+def _rates(labels: np.ndarray, positive: np.ndarray) -> dict:
+    tp, tn = int((positive & (labels == 1)).sum()), int((~positive & (labels == 0)).sum())
+    fp, fn = int((positive & (labels == 0)).sum()), int((~positive & (labels == 1)).sum())
+    return {"sensitivity": _r(tp / (tp + fn)) if tp + fn else None,
+            "specificity": _r(tn / (tn + fp)) if tn + fp else None}
+
+
+def _interval(labels: np.ndarray, scores: np.ndarray, group: np.ndarray, reps: int = BOOTSTRAP) -> list | None:
+    """95 % percentile interval of the AUC, resampling whole patients (their slices travel together)."""
+    members = [np.flatnonzero(group == g) for g in np.unique(group)]
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(reps):
+        take = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        auc = roc_auc(labels[take], scores[take])
+        if auc is not None:
+            values.append(auc)
+    if len(values) < reps // 2:
+        return None
+    return [_r(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def _keras(path: Path):
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    return lambda batch: model.predict(batch, batch_size=32, verbose=0).reshape(-1)
+
+
+def _r(value) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def record(bundle: Path, result: dict) -> None:
+    """Store ``result`` in the bundle's manifest (``metrics["conditions"]``) and write the card again."""
+    from dataclasses import replace
+
+    from asinfer.engine.bundle import read_manifest, write_manifest
+
+    manifest = read_manifest(Path(bundle) / "manifest.json")
+    write_manifest(Path(bundle), replace(manifest, metrics={**manifest.metrics, "conditions": result}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bundle", nargs="?", type=Path, default=None)
+    parser.add_argument("--patients", type=int, default=40)
+    parser.add_argument("--only", help="comma-separated condition names (default: all)")
+    parser.add_argument("--keras", type=Path, help="the run's model.keras, for the int8 agreement")
+    parser.add_argument("--record", action="store_true", help="store the table in the bundle's manifest")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    chosen = CONDITIONS
+    if args.only:
+        names = [n.strip() for n in args.only.split(",")]
+        unknown = sorted(set(names) - {c.name for c in CONDITIONS})
+        if unknown:
+            parser.error(f"unknown condition(s) {unknown}; known: {[c.name for c in CONDITIONS]}")
+        chosen = tuple(c for c in CONDITIONS if c.name in names)
+    bundle = args.bundle or engine.default_model()
+    result = evaluate(bundle, args.patients, chosen, args.keras)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    if args.record:
+        record(bundle, result)
+
+
+if __name__ == "__main__":
+    main()
