@@ -214,3 +214,13 @@ print(json.dumps(sorted(ran)))
     ran = set(json.loads(out.strip().splitlines()[-1]))
     assert "_lesions.py:meets_asas" in ran  # the trace sees trainer.phantoms code when it runs
     assert ran <= {"_lesions.py:meets_asas", "_dataset.py:series_labels"}, ran
+
+
+def test_the_trainer_refuses_to_train_on_the_test_only_source(tmp_path):
+    from asinfer.trainer.altphantoms import write_dataset
+    from asinfer.trainer.train import TrainConfig, train
+
+    write_dataset(tmp_path / "independent", patients=2, slices=2, size=96)
+    with pytest.raises(ValueError, match="test-only"):
+        train(TrainConfig(data=str(tmp_path / "independent"), image_size=32, epochs=1), tmp_path / "run")
+    assert not (tmp_path / "run" / "model.keras").exists()

@@ -155,6 +155,24 @@ def test_batch_norm_reestimation_moves_statistics_of_frozen_blocks_and_not_weigh
     assert not bn.trainable
 
 
+def test_batch_norm_reestimation_replaces_the_statistics_rather_than_blending_them():
+    from asinfer.trainer.model import build_model, vgg_base
+    from asinfer.trainer.train import TrainConfig, reestimate_batch_norm
+
+    model = build_model(32, seed=0, batch_norm=True)
+    bn = vgg_base(model).get_layer("block1_bn1")
+    momentum = bn.momentum
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 1), dtype=np.uint8)
+    plain = TrainConfig(batch_size=16, bn_reestimate_batches=1, rotation=0, shift=0, zoom=0, flip=False)
+    data = {"train": (images, np.zeros(16, np.float32))}
+    reestimate_batch_norm(model, data, plain, lambda _: None)
+    once = np.array(bn.moving_mean)
+    reestimate_batch_norm(model, data, plain, lambda _: None)
+    # The same single batch again gives the same statistics: they were replaced, not moved 1 % towards the batch.
+    np.testing.assert_allclose(np.array(bn.moving_mean), once, rtol=1e-4, atol=1e-5)
+    assert np.abs(once).max() > 1e-2 and bn.momentum == momentum
+
+
 def engine_spec_round_trips(run: Path) -> bool:
     from asinfer.engine.bundle import read_manifest
 

@@ -149,6 +149,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
 
 def _dataset(config: TrainConfig, out: Path, say) -> Path:
     if config.data:
+        if read_dataset_info(Path(config.data)).get("test_only"):
+            raise ValueError(f"{config.data} is a test-only dataset (dataset.json says test_only): it exists to "
+                             "catch a model that learned one generator, so no model may be trained or tuned on it")
         return Path(config.data)
     if not config.synth:
         raise ValueError("config needs data (a dataset folder or CSV) or synth (phantom settings)")
@@ -249,20 +252,24 @@ def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
 
     After a warm-up at a smaller size the moving means and variances describe 112-px images; frozen
     blocks would keep them for good. Forward passes in training mode over augmented training batches
-    (every BN layer briefly trainable; no optimiser step) move them to the new size's statistics.
+    (every BN layer briefly trainable; no optimiser step) replace them by the new size's statistics:
+    batch k is weighted 1/(k+1), so the result is the plain average over the batches, not a
+    momentum-0.99 blend that would keep most of the old size's values.
     """
     import keras
 
     layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    trainable = [layer.trainable for layer in layers]
+    saved = [(layer.trainable, layer.momentum) for layer in layers]
     for layer in layers:
         layer.trainable = True
     batches = 0
     for x, _ in _train_dataset(data["train"], config).take(config.bn_reestimate_batches):
+        for layer in layers:
+            layer.momentum = batches / (batches + 1)  # new = old * momentum + batch * (1 - momentum)
         model(x, training=True)
         batches += 1
-    for layer, was in zip(layers, trainable):
-        layer.trainable = was
+    for layer, (trainable, momentum) in zip(layers, saved):
+        layer.trainable, layer.momentum = trainable, momentum
     say(f"batch norm statistics re-estimated at {model.input_shape[1]}x{model.input_shape[1]} over {batches} batches")
 
 
