@@ -224,3 +224,9 @@ def test_the_trainer_refuses_to_train_on_the_test_only_source(tmp_path):
     with pytest.raises(ValueError, match="test-only"):
         train(TrainConfig(data=str(tmp_path / "independent"), image_size=32, epochs=1), tmp_path / "run")
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_independent_series_answer_the_storage_questions_as_training_series_do():
+    s = generate_series(5, slices=2, size=96, positive=False)
+    assert s.anatomy == PROFILE and s.stored_window == s.window
+    np.testing.assert_array_equal(s.stored(1), s.images[1])

@@ -129,7 +129,7 @@ def _render(rng, n: int, size, positive: bool, pid: str, want_maps: bool) -> tup
         findings=findings, label=int(meets_asas(lesions)), patient_id=pid, profile=PROFILE,
         pixel_spacing=(scan.spacing, scan.spacing), slice_thickness=scan.slice_thickness,
         spacing_between_slices=scan.slice_thickness + scan.slice_gap, slice_positions=z, fov_mm=scan.fov_mm,
-        window=_window(images), acquisition=scan,
+        window=_window(images), acquisition=scan, anatomy=PROFILE,
     ), slice_maps
 
 

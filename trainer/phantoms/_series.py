@@ -56,11 +56,15 @@ class Series:
 
     def stored(self, i: int) -> np.ndarray:
         """Slice ``i`` as a file stores it (inverted for MONOCHROME1)."""
+        if self.photometric != "MONOCHROME1":
+            return self.images[i]
         return as_stored(self.images[i], self.acquisition.storage)
 
     @property
     def stored_window(self) -> tuple[float, float] | None:
         """The window as a file records it (for the stored values)."""
+        if self.photometric != "MONOCHROME1":
+            return self.window
         return stored_window(self.window, self.acquisition.storage)
 
 
