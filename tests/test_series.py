@@ -261,3 +261,23 @@ def test_threshold_stability_resamples_patients_and_measures_test_rates_at_each_
     tight = result["slice_threshold"]["interval_95"]
     assert wide[1] - wide[0] > tight[1] - tight[0] and "test_slice_at_refits" not in threshold_stability(
         noisy, None, 0.5, rule, reps=5)
+
+
+def test_threshold_stability_reaches_the_model_card(tiny_bundle, tmp_path):
+    from dataclasses import replace
+
+    from asinfer.engine.bundle import read_manifest, write_manifest
+    from asinfer.trainer.card import write_card
+    from asinfer.trainer.series import fit_series_rule, threshold_stability
+
+    validation, test = _split(_truths(0)), _split(_truths(1))
+    rule = fit_series_rule(validation["series"])
+    result = threshold_stability(validation, test, 0.5, rule, reps=20)
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    manifest = read_manifest(bundle / "manifest.json")
+    write_manifest(bundle, replace(manifest, metrics={**manifest.metrics, "threshold_stability": result}))
+    text = write_card(bundle).read_text()
+    low, high = result["slice_threshold"]["interval_95"]
+    assert "## Threshold stability (20 bootstrap draws of the 40 validation patients" in text
+    assert f"| slice | 0.5 | {result['slice_threshold']['median']} | {low}-{high} |" in text
+    assert "Test series sensitivity at the refitted thresholds" in text and low <= high

@@ -44,6 +44,7 @@ def write_card(bundle: Path, total_wall_s: float | None = None) -> Path:
         *_series_section(m),
         *_evidence_section(m),
         *_conditions_section(m),
+        *_stability_section(m),
         *_parity_section(m),
     ]
     lines += [
@@ -188,6 +189,28 @@ def _conditions_section(m) -> list[str]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t.get("met")]
         lines.append(f"| {t.get('target')} | {t.get('limit')} | {_num(t.get('worst'))} | {t.get('where') or ''} | {met} |")
     return [*lines, "", "Reproduce: `python -m asinfer.trainer.evaluate BUNDLE --keras RUN/model.keras --record`.", ""]
+
+
+def _stability_section(m) -> list[str]:
+    """How far the fitted thresholds move when the validation patients are drawn again (series --stability)."""
+    st = m.metrics.get("threshold_stability")
+    if not st:
+        return []
+    span = lambda d: "-" if not d or not d.get("interval_95") else f"{_num(d['interval_95'][0])}-{_num(d['interval_95'][1])}"
+    sl, se = st.get("slice_threshold", {}), st.get("series_threshold", {})
+    lines = [f"## Threshold stability ({st.get('reps')} bootstrap draws of the {st.get('validation_patients')} "
+             "validation patients, every fit repeated)", "",
+             "| threshold | shipped | median of refits | 95 % range |", "|---|---|---|---|",
+             f"| slice | {_num(sl.get('shipped'))} | {_num(sl.get('median'))} | {span(sl)} |",
+             f"| series ({se.get('kind')}) | {_num(se.get('shipped'))} | {_num(se.get('median'))} | {span(se)} |", ""]
+    chosen = ", ".join(f"{k} {v:.0%}" for k, v in st.get("series_rule_chosen", {}).items())
+    lines.append(f"Series rule a refit would choose: {chosen}.")
+    for level in ("slice", "series"):
+        rates = st.get(f"test_{level}_at_refits")
+        if rates:
+            lines.append(f"Test {level} sensitivity at the refitted thresholds: {span(rates.get('sensitivity'))}; "
+                         f"specificity: {span(rates.get('specificity'))} (95 % ranges).")
+    return [*lines, "", "Reproduce: `python -m asinfer.trainer.series BUNDLE --stability`.", ""]
 
 
 def _validation_line(validation: dict | None) -> list[str]:

@@ -165,8 +165,11 @@ def refit_bundle(bundle: Path, workdir: Path, progress: Callable[[str], None] = 
     return write_bundle(bundle, updated, files)
 
 
-def held_out_predictions(bundle: Path, workdir: Path, progress: Callable[[str], None] = log.info) -> dict:
+def held_out_predictions(bundle: Path, workdir: Path, progress: Callable[[str], None] = log.info,
+                         data: Path | None = None) -> dict:
     """The validation and test patients of a phantom bundle, regenerated and predicted by its engine artifact.
+
+    ``data``: the run's own phantom dataset when it is still there (else it is regenerated in ``workdir``).
 
     Returns ``{"config": TrainConfig, "validation": split, "test": split}``, each split a dict of
     ``labels``, ``probs`` and ``patient`` (per slice, arrays) and ``series`` (SeriesTruth list).
@@ -180,7 +183,7 @@ def held_out_predictions(bundle: Path, workdir: Path, progress: Callable[[str], 
     config = TrainConfig.load(bundle / "train_config.json")
     if not config.synth:
         raise ValueError(f"{bundle}/train_config.json names no phantom settings (synth): refit from its data instead")
-    data = workdir / "phantoms"
+    data = data or workdir / "phantoms"
     if not (data / "labels.csv").exists():
         progress(f"regenerating the phantom dataset of {bundle.name} in {data}")
         write_dataset(data, **config.synth)
@@ -258,14 +261,14 @@ def _percentiles(values: list[float]) -> dict:
     return {"median": _round(mid), "interval_95": [_round(lo), _round(hi)]}
 
 
-def record_stability(bundle: Path, workdir: Path, reps: int = 200) -> dict:
+def record_stability(bundle: Path, workdir: Path, reps: int = 200, data: Path | None = None) -> dict:
     """threshold_stability of a phantom bundle's shipped thresholds, stored in its manifest."""
     from asinfer.engine.bundle import read_manifest, write_manifest
 
     manifest = read_manifest(bundle / "manifest.json")
     if manifest.series_rule is None:
         raise ValueError(f"{bundle} has no series rule to bootstrap")
-    held_out = held_out_predictions(bundle, workdir)
+    held_out = held_out_predictions(bundle, workdir, data=data)
     result = threshold_stability(held_out["validation"], held_out["test"], manifest.threshold, manifest.series_rule,
                                  held_out["config"].target_sensitivity, reps)
     write_manifest(bundle, replace(manifest, metrics={**manifest.metrics, "threshold_stability": result}))
