@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +120,14 @@ def test_v2_recipe_knobs_fixres_lower_rate_photometric_augmentation_and_preproce
     cfg = TrainConfig(synth={"patients": 8, "slices": 3, "seed": 4, "size": 96}, image_size=48, warmup_size=32,
                       warmup_epochs=1, epochs=1, batch_size=8, calibration_images=4, freeze_blocks=2,
                       learning_rate=1e-3, learning_rate_after_warmup=2e-4, bn_reestimate_batches=2,
-                      gamma=0.3, contrast=0.2, noise=6.0, blur=1.0, bias=0.3, preprocessing={"stretch_8bit": True})
+                      gamma=0.3, contrast=0.2, noise=6.0, blur=1.0, bias=0.3, preprocessing={"stretch_8bit": True},
+                      warmup_synth={"patients": 8, "slices": 3, "seed": 5, "size": 96, "profile": "default",
+                                    "anatomy": "average"})
     messages = []
     manifest = train(cfg, tmp_path / "run", progress=messages.append)
+    # Curriculum: the warm-up ran on its own, narrower phantoms.
+    warm = json.loads((tmp_path / "run" / "warmup_data" / "dataset.json").read_text())
+    assert (warm["profile"], warm["anatomy"]) == ("default", "average") and "writing the warm-up" in " ".join(messages)
     assert any(m.startswith("batch norm statistics re-estimated at 48x48 over 2 batches") for m in messages)
     assert [m for m in messages if m.startswith("training epochs")][1].endswith("lr 0.0002")
     assert manifest.preprocessing.stretch_8bit and engine_spec_round_trips(tmp_path / "run")

@@ -49,6 +49,7 @@ class TrainConfig:
     warmup_epochs: int = 0  # from scratch: first train at warmup_size (cheap steps), then at image_size
     warmup_size: int = 112
     warmup_freeze_blocks: int = 0
+    warmup_synth: dict[str, Any] = field(default_factory=dict)  # curriculum: easier phantoms for the warm-up
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-4
@@ -134,7 +135,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False,
     splits, split_info, failures, members = _load_splits(data_path, config, out, say)
     warm = None
     if config.warmup_epochs and config.weights == "none":
-        warm = _load_splits(data_path, config, out, lambda _: None, config.warmup_size)[0]
+        warm_path = _warmup_dataset(config, out, say) or data_path
+        warm = _load_splits(warm_path, config, out, lambda _: None, config.warmup_size)[0]
     model, history = _fit(config, splits, out, resume, say, clock, warm)
     say("evaluating on validation (threshold) and test")
     metrics, threshold, p_test, p_val = _evaluate(model, splits, config)
@@ -161,6 +163,24 @@ def _dataset(config: TrainConfig, out: Path, say) -> Path:
     if not (target / "labels.csv").exists():
         say(f"writing synthetic phantom dataset to {target}")
         write_dataset(target, **config.synth)
+    return target
+
+
+def _warmup_dataset(config: TrainConfig, out: Path, say) -> Path | None:
+    """Curriculum: the warm-up's own phantoms (``warmup_synth``), e.g. one scanner preset and one anatomy.
+
+    A network trained from scratch may never find a small lesion among everything the full
+    distribution varies; it finds it on a narrow one within a few epochs, then keeps it while the
+    main phase trains on the full variety. None: the warm-up uses the main data.
+    """
+    if not config.warmup_synth:
+        return None
+    from .phantoms import write_dataset
+
+    target = out / "warmup_data"
+    if not (target / "labels.csv").exists():
+        say(f"writing the warm-up phantom dataset to {target}")
+        write_dataset(target, **config.warmup_synth)
     return target
 
 
@@ -395,9 +415,10 @@ def _read_history(path: Path) -> dict[str, list[float]]:
         return {}
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    # CSVLogger writes NA for a metric an epoch did not log (e.g. after a phase change)
-    return {k: [float("nan") if r[k] == "NA" else float(r[k]) for r in rows if r.get(k) not in (None, "")]
-            for k in (rows[0] if rows else {})}
+    # CSVLogger writes NA for a metric an epoch did not log (e.g. a phase without validation data), and a
+    # resumed or multi-phase run may add columns later; every key keeps one value per epoch (nan: none).
+    keys = list(dict.fromkeys(k for r in rows for k in r if k))
+    return {k: [float(r[k]) if r.get(k) not in (None, "", "NA") else float("nan") for r in rows] for k in keys}
 
 
 def _evaluate(model, splits, config: TrainConfig):
