@@ -195,6 +195,17 @@ def test_mimics_come_with_the_same_probabilities_in_both_classes():
         assert abs(pos.get(kind, 0) - neg.get(kind, 0)) < 0.25, (kind, pos.get(kind), neg.get(kind))
 
 
+def test_mimic_rate_scales_the_mimics_and_leaves_everything_else():
+    same = generate_series(11, slices=4, size=96, positive=True, mimic_rate=1.0)
+    np.testing.assert_array_equal(same.images, generate_series(11, slices=4, size=96, positive=True).images)
+    chronic = {"erosion", "fat"}
+    none = [generate_series(300 + k, slices=6, size=64, positive=bool(k % 2), mimic_rate=0.0) for k in range(12)]
+    assert all(set(kinds) <= chronic for s in none for kinds in s.findings)
+    assert all(s.label == k % 2 for k, s in enumerate(none))  # the lesion truth does not depend on it
+    with pytest.raises(ValueError, match="mimic_rate"):
+        generate_series(1, slices=2, size=64, positive=False, mimic_rate=1.5)
+
+
 def _relative_noise(img: np.ndarray) -> float:
     """Robust noise estimate: MAD of neighbour differences over the bright end."""
     d = np.diff(img.astype(float), axis=1)

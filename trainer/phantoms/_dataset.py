@@ -69,7 +69,7 @@ def series_labels(patients: int, positive_fraction: float, seed: int) -> np.ndar
 def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str = "png", seed: int = 0,
                   profile: str | ScannerProfile = TRAINING_PROFILE, positive_fraction: float = 0.5,
                   progress: Callable[[int, int], None] | None = None, size: int | None = None,
-                  anatomy: str | AnatomyVariant | None = None) -> DatasetSummary:
+                  anatomy: str | AnatomyVariant | None = None, mimic_rate: float = 1.0) -> DatasetSummary:
     """Write a synthetic phantom dataset: one folder per slice class plus labels.csv.
 
     Args:
@@ -88,6 +88,7 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
         anatomy: anatomy variant name (see ANATOMIES); None draws a training
             variant per patient. ``write_dataset(out, patients=40, **HELD_OUT)``
             writes the held-out test set.
+        mimic_rate: scales every mimic's probability (0: none; see generate_series).
 
     Returns:
         A DatasetSummary with paths and counts.
@@ -112,7 +113,8 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
     rows, pos_slices = [], 0
     for i, (child, positive) in enumerate(zip(children, labels)):
         series = generate_series(child, slices=slices, size=size, positive=bool(positive), profile=prof,
-                                 patient_id=f"P{i:04d}", anatomy=variant)
+                                 patient_id=f"P{i:04d}", anatomy=variant,
+                                 mimic_rate=mimic_rate)
         rows += _write_series(out, series, fmt, seed)
         pos_slices += sum(series.slice_labels)
         if progress is not None:
@@ -120,7 +122,7 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
     csv_path = _write_csv(out, rows)
     _write_readme(out, fmt, seed, prof.name, anatomy_name)
     _write_info(out, fmt=fmt, seed=seed, profile=prof.name, anatomy=anatomy_name, patients=patients, slices=slices,
-                positive_fraction=positive_fraction, size=size)
+                positive_fraction=positive_fraction, size=size, mimic_rate=mimic_rate)
     return DatasetSummary(out, csv_path, fmt, prof.name, seed, patients, len(rows), pos_slices, int(labels.sum()),
                           anatomy_name)
 

@@ -140,18 +140,19 @@ MIMICS = (
 
 
 def plan_findings(rng: np.random.Generator, n_slices: int, positive: bool,
-                  lesions: list[LesionPlan]) -> list[Finding]:
+                  lesions: list[LesionPlan], mimic_rate: float = 1.0) -> list[Finding]:
     """Draw mimics and chronic/degenerative findings for a series.
 
     Mimics and degenerative changes use the same probabilities in both
-    classes and either side. Chronic signs of sacroiliitis (erosions, fat
+    classes and either side (``mimic_rate`` scales them: 0 draws none, for a
+    curriculum's first phase). Chronic signs of sacroiliitis (erosions, fat
     metaplasia) go with positives and sit on lesion-bearing slices, as they
     would in a patient with active disease.
     """
     out: list[Finding] = []
     for kind, prob, max_span, size, amp in MIMICS:
         for p in (prob, prob / 3):
-            if rng.random() < p:
+            if rng.random() < p * mimic_rate:
                 out.append(_finding(rng, kind, n_slices, max_span, size, amp))
     if positive and lesions:
         for kind, prob in (("erosion", 0.35), ("fat", 0.25)):

@@ -91,7 +91,7 @@ def _pick_anatomy(rng: np.random.Generator, anatomy: str | AnatomyVariant | None
 
 def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, positive: bool,
                     profile: str | ScannerProfile = TRAINING_PROFILE, patient_id: str | None = None,
-                    anatomy: str | AnatomyVariant | None = None) -> Series:
+                    anatomy: str | AnatomyVariant | None = None, mimic_rate: float = 1.0) -> Series:
     """Render one synthetic STIR series through the sacroiliac joints.
 
     Args:
@@ -107,12 +107,14 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
         patient_id: identifier to record; None derives one from the generator.
         anatomy: name of an anatomy variant in ANATOMIES; None draws one of
             the training variants (never the held-out ``elderly``).
+        mimic_rate: scales the probability of every mimic (0: none, the
+            first phase of a training curriculum; 1: the training distribution).
 
     Returns:
         A Series with uint8/uint16 images, per-slice and per-series truth.
 
     Raises:
-        ValueError: bad slices, size, profile, anatomy or seed.
+        ValueError: bad slices, size, profile, anatomy, mimic_rate or seed.
 
     Example:
         >>> s = generate_series(7, slices=4, size=128, positive=True)
@@ -120,13 +122,16 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
         ((4, 128, 128), 1)
     """
     _check_args(slices, size)
+    if not 0.0 <= mimic_rate <= 1.0:
+        raise ValueError(f"mimic_rate={mimic_rate!r} must be between 0 (no mimics) and 1 (the training distribution).")
     prof = get_profile(profile)
     if anatomy is not None:
         get_anatomy(anatomy)  # a bad name fails before any drawing
     rng = _as_rng(rng_or_seed)
     pid = patient_id if patient_id is not None else f"PH{int(rng.integers(10**6)):06d}"
     for _ in range(_MAX_TRIES):
-        series = _render(rng, int(slices), size, bool(positive), prof, pid, _pick_anatomy(rng, anatomy))
+        series = _render(rng, int(slices), size, bool(positive), prof, pid, _pick_anatomy(rng, anatomy),
+                         mimic_rate)
         if bool(series.label) == bool(positive):
             return series
     raise RuntimeError(f"could not render an ASAS-positive series in {_MAX_TRIES} tries (size={size})")
@@ -141,11 +146,12 @@ def _slice_levels(rng, acq: Acquisition, n: int) -> tuple[list[float], list[floa
     return z, t
 
 
-def _render(rng, n: int, size, positive: bool, prof, pid: str, variant: AnatomyVariant) -> Series:
+def _render(rng, n: int, size, positive: bool, prof, pid: str, variant: AnatomyVariant,
+            mimic_rate: float = 1.0) -> Series:
     acq = sample_acquisition(rng, prof, size)
     anatomy = sample_anatomy(rng, variant, sample_tissues(rng, acq.fat_residual, variant))
     plans = plan_lesions(rng, n, positive)
-    findings = plan_findings(rng, n, positive, plans)
+    findings = plan_findings(rng, n, positive, plans, mimic_rate)
     z, levels = _slice_levels(rng, acq, n)
     canvas = Canvas(acq.size, acq.mm_to_px((0.0, anatomy.sacrum_y - 15.0)), acq.spacing / acq.scale)
     bias = bias_field(rng, acq)
