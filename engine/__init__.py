@@ -12,7 +12,9 @@ Importing this package is cheap; OpenCV, pydicom and ONNX Runtime are
 imported when first used, and TensorFlow never.
 
 Modules with a public contract of their own: :mod:`asinfer.engine.bundle`
-(manifest, artifacts, hashing, parity records and the one parity judge).
+(manifest, artifacts, hashing, parity records and the one parity judge) and
+:mod:`asinfer.engine.node` (``asinfer serve``, the DICOM node; the ``node``
+extra, imported only when used).
 """
 
 from ._bundle import default_model as default_model

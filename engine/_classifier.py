@@ -253,12 +253,13 @@ class Classifier:
                     collector.add(p, group=name)
         return collector.results(self.series_rule, self.manifest.labels, strict)
 
-    def report(self, series: SeriesResult, out) -> "ReportFiles":
+    def report(self, series: SeriesResult, out, *, run: int = 1) -> "ReportFiles":
         """Write a decided DICOM series' result as DICOM into the folder ``out``: SR + Secondary Capture.
 
         The SR (TID 1500) holds the decision, the score, the threshold and the model; one Secondary
         Capture image per driving slice carries its Grad-CAM overlay (none when the model has no
         Grad-CAM outputs). See :mod:`asinfer.engine._report` for the content. Needs the ``dicom`` extra.
+        ``run`` > 1 (a series decided again after late instances) gives the objects UIDs of their own.
 
         Returns:
             A :class:`ReportFiles`: the files, or the reason nothing was written (``not-dicom``,
@@ -276,4 +277,5 @@ class Classifier:
             evidence = sorted(self.explain(sorted({source for source, _ in wanted}), frames=wanted),
                               key=lambda ex: order.get((ex.prediction.source, ex.prediction.frame), 0))
         return write_report(series, evidence, Path(out), manifest=self.manifest, artifact=self.artifact,
-                            rule=self.series_rule, labels=self.manifest.labels, software_version=__version__)
+                            rule=self.series_rule, labels=self.manifest.labels, software_version=__version__,
+                            run=run)

@@ -40,6 +40,11 @@ _JPEG = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.
 _JPEG_LS = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 _J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
         "1.2.840.10008.1.2.4.203"}
+#: Transfer syntaxes the base install decodes (README "DICOM transfer syntaxes"), uncompressed first: what
+#: ``asinfer serve`` accepts. Left out: 12-bit JPEG Extended and HTJ2K, which need optional plugins.
+DECODED = (NATIVE_EXPLICIT, "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED, "1.2.840.10008.1.2.5",
+           "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
+           "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 
 # Transfer syntaxes the base install cannot decode, with the plugin that can.
 _DECODER_HINTS = {

@@ -89,7 +89,7 @@ def reportable(series: SeriesResult) -> tuple[str, str] | None:
 
 
 def write_report(series: SeriesResult, explanations: list[Explanation], out: Path, *, manifest, artifact,
-                 rule, labels: tuple[str, str], software_version: str) -> ReportFiles:
+                 rule, labels: tuple[str, str], software_version: str, run: int = 1) -> ReportFiles:
     """Write the SR and the SC images of one decided DICOM series into ``out`` (made if missing).
 
     Args:
@@ -100,6 +100,9 @@ def write_report(series: SeriesResult, explanations: list[Explanation], out: Pat
         manifest, artifact, rule: the model's manifest, the artifact that ran, its series rule.
         labels: (negative, positive) labels of the model.
         software_version: this engine's version.
+        run: which pass over the series this is (``asinfer serve`` decides a series again when
+            instances arrive after it was complete); a run after the first gets UIDs of its own, so
+            it adds a result next to the first rather than replacing it under the same UIDs.
 
     Returns:
         The files written; a series that cannot be reported gives its reason instead (nothing raised).
@@ -110,12 +113,12 @@ def write_report(series: SeriesResult, explanations: list[Explanation], out: Pat
     try:
         with warnings.catch_warnings():  # pydicom and highdicom quote element values in theirs: patient data
             warnings.simplefilter("ignore")
-            return _write(series, explanations, Path(out), manifest, artifact, rule, labels, software_version)
+            return _write(series, explanations, Path(out), manifest, artifact, rule, labels, software_version, run)
     except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
         return ReportFiles(series.key, reason="report-failed", message=_one_line(exc))
 
 
-def _write(series, explanations, out, manifest, artifact, rule, labels, version) -> ReportFiles:
+def _write(series, explanations, out, manifest, artifact, rule, labels, version, run) -> ReportFiles:
     from highdicom import ContributingEquipment
     from pydicom.sr.codedict import codes
 
@@ -123,6 +126,7 @@ def _write(series, explanations, out, manifest, artifact, rule, labels, version)
     header = _header(slices[0][0].source)
     positive = series.label == labels[1]
     seed = [series.key, artifact.sha256, rule.kind, f"{rule.threshold:.6f}", str(rule.single_slice_threshold)]
+    seed += [f"run-{run}"] if run > 1 else []  # run 1 keeps the UIDs asinfer report has always given
     uids = {name: _uid(*seed, name) for name in ("sr-series", "sr", "sc-series", "tracking", "device")}
     ours = ContributingEquipment(
         manufacturer="asinfer", purpose_of_reference=codes.DCM.ProcessingEquipment,

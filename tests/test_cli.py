@@ -163,9 +163,9 @@ def test_help_lists_every_command_without_loading_the_trainer():
     code = ("import sys\nfrom asinfer.engine.cli import app\n"
             "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('LOADED', sorted(m for m in sys.modules if m.startswith(('asinfer.trainer', 'asinfer.benchmarks', "
-            "'tensorflow'))))")
+            "'tensorflow', 'asinfer.engine.node', 'pynetdicom'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for name in ("predict", "info", "formats", "synth", "train", "convert", "bench"):
+    for name in ("predict", "info", "formats", "synth", "train", "convert", "bench", "serve"):
         assert f"  {name} " in out, name
     assert out.strip().endswith("LOADED []")
 

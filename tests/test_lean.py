@@ -22,7 +22,13 @@ def test_import_engine_loads_no_tensorflow_or_trainer():
     loaded = _modules_after("import asinfer.engine")
     assert not loaded & set(FORBIDDEN), loaded & set(FORBIDDEN)
     # and defers its own heavy dependencies until first use
-    assert not loaded & {"cv2", "onnxruntime", "pydicom"}
+    assert not loaded & {"cv2", "onnxruntime", "pydicom", "pynetdicom", "highdicom"}
+
+
+def test_import_node_loads_no_network_stack():
+    """The node's library (config, spool) imports pynetdicom only when it starts serving."""
+    loaded = _modules_after("import asinfer.engine.node")
+    assert not loaded & {"pynetdicom", "highdicom", "onnxruntime", "tensorflow", "asinfer.trainer"}
 
 
 def test_running_a_prediction_still_loads_no_tensorflow():

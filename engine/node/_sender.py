@@ -1,0 +1,135 @@
+"""The sender: stores result files at the destination (C-STORE SCU) from the spool's persistent outbox.
+
+Each result file is an outbox row, written in the transaction that ended its run's processing, so a
+crash cannot lose one. A file is marked sent only after the destination answered success (or a
+warning); a destination that cannot be reached, or answers out-of-resources (0xA7xx), is tried again
+with exponential back-off for as long as it takes. Other failure statuses are retried up to
+``max_send_attempts``, then the run is ``failed`` (reason ``send-failed``).
+
+Exactly once, as the destination sees it: a crash after the destination stored a file but before the
+outbox recorded it sends that file again at the next start, with the same SOP Instance UID (the report
+writer derives UIDs from the series and the model), so a PACS keeps one object, not two.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ._config import Destination
+from ._spool import OutboxItem, Spool
+
+log = logging.getLogger("asinfer.node")
+
+
+class Sender(threading.Thread):
+    """Drains the outbox to ``destination`` until :meth:`stop`."""
+
+    def __init__(self, spool: Spool, destination: Destination, calling_ae: str, *, retry_initial: float = 5.0,
+                 retry_max: float = 300.0, max_send_attempts: int = 10, timeout: float = 30.0) -> None:
+        super().__init__(name="asinfer-sender", daemon=True)
+        self.spool = spool
+        self.destination = destination
+        self.calling_ae = calling_ae
+        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.max_send_attempts = max_send_attempts
+        self.timeout = timeout
+        self.sent_files = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def wake(self) -> None:
+        """Something was queued."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after the file at hand."""
+        self._stopping.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                items = self.spool.due()
+                if items:
+                    self.send(items)
+                    continue
+                next_due = self.spool.next_due()
+            except Exception as exc:  # the database or the network stack failed unexpectedly: later
+                log.error("event=send-loop-error error=%s", type(exc).__name__)
+                next_due = time.time() + self.retry_initial
+            wait = 1.0 if next_due is None else min(1.0, max(0.02, next_due - time.time()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def send(self, items: list[OutboxItem]) -> None:
+        """Send ``items`` over one association; record each outcome in the outbox."""
+        import pydicom
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom import AE
+
+        readable = []
+        for item in items:
+            try:
+                readable.append((item, pydicom.dcmread(item.path)))
+            except Exception as exc:  # the result file is gone or damaged: resending cannot help
+                self.spool.send_failed(item, f"unreadable result file: {type(exc).__name__}", None)
+        if not readable:
+            return
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.connection_timeout = min(self.timeout, 10.0)  # a host that drops packets must not hold a stop for long
+        for sop_class in sorted({str(ds.SOPClassUID) for _, ds in readable}):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        assoc = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title)
+        if not assoc.is_established:
+            why = "association rejected" if assoc.is_rejected else "destination unreachable"
+            self._retry_all([item for item, _ in readable], why)
+            return
+        try:
+            for n, (item, ds) in enumerate(readable):
+                if self._stopping.is_set() or not assoc.is_established:
+                    break
+                if not self._send_one(assoc, item, ds):
+                    self._retry_all([i for i, _ in readable[n + 1:]], "association ended")
+                    break
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _send_one(self, assoc, item: OutboxItem, ds) -> bool:
+        """Send one file; False when the association can carry no more."""
+        try:
+            status = assoc.send_c_store(ds)
+        except (ValueError, RuntimeError) as exc:  # no accepted context for its SOP class, or association gone
+            self._failed(item, f"not sendable: {type(exc).__name__}: {exc}", permanent=assoc.is_established)
+            return assoc.is_established
+        code = int(status.Status) if "Status" in status else None
+        if code is None:  # no response: aborted, or timed out
+            self._failed(item, "no response from the destination", permanent=False)
+            return False
+        if code == 0x0000 or 0xB000 <= code <= 0xBFFF:  # success, or stored with a warning
+            self.sent_files += 1
+            run_sent = self.spool.sent(item)
+            log.info("event=result-sent run=%d attempt=%d status=0x%04X%s", item.run_id, item.attempts + 1, code,
+                     " run_state=sent" if run_sent else "")
+            return True
+        self._failed(item, f"status 0x{code:04X}", permanent=not 0xA700 <= code <= 0xA7FF)
+        return True
+
+    def _failed(self, item: OutboxItem, error: str, *, permanent: bool) -> None:
+        attempts = item.attempts + 1
+        give_up = permanent and attempts >= self.max_send_attempts
+        retry_at = None if give_up else time.time() + self._backoff(attempts)
+        self.spool.send_failed(item, error, retry_at)
+        log.warning("event=send-failed run=%d attempt=%d error=%r%s", item.run_id, attempts, error,
+                    " gave_up=1" if give_up else f" retry_in={retry_at - time.time():.1f}")
+
+    def _retry_all(self, items: list[OutboxItem], why: str) -> None:
+        for item in items:
+            self._failed(item, why, permanent=False)
+
+    def _backoff(self, attempts: int) -> float:
+        """Seconds before try ``attempts + 1``: doubling from retry_initial, capped at retry_max."""
+        return min(self.retry_max, self.retry_initial * 2 ** min(attempts - 1, 30))
