@@ -36,6 +36,8 @@ from ._io import MAX_PIXELS as MAX_PIXELS
 from ._io import Frame as Frame
 from ._io import iter_files as iter_files
 from ._io import read_frames as read_frames
+from ._io import sniff as sniff
+from ._io import walk as walk
 from ._preprocess import Preprocessor as Preprocessor
 from ._preprocess import to_uint8 as to_uint8
 from ._providers import PROVIDERS as PROVIDERS

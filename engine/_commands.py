@@ -27,13 +27,14 @@ COMMANDS: dict[str, LazyCommand] = {
     "convert": LazyCommand("asinfer.trainer.cli", "Convert a trained model to ONNX and TFLite, parity-checked (needs the train extra)."),
     "bench": LazyCommand("asinfer.benchmarks.cli", "Benchmark every format side by side: parity, latency, img/s, memory, cold start."),
     "serve": LazyCommand("asinfer.engine.node.cli", "Run a DICOM node: receive series (C-STORE), screen each, write SR + SC (needs the node extra)."),
+    "screen": LazyCommand("asinfer.engine.screen.cli", "Screen an archive on Dask, resumable, every input once; Parquet results (needs the screen extra)."),
 }
 
 #: Importable module -> the extra of ``pyproject.toml`` that installs it.
 EXTRAS: dict[str, str] = {
     "tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "ai_edge_litert": "train",
     "sklearn": "train", "matplotlib": "train", "sympy": "train", "pytest_benchmark": "dev", "highdicom": "dicom",
-    "pynetdicom": "node", "tomli": "node",
+    "pynetdicom": "node", "tomli": "node", "dask": "screen", "distributed": "screen", "pyarrow": "screen",
 }
 
 

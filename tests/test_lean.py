@@ -22,7 +22,13 @@ def test_import_engine_loads_no_tensorflow_or_trainer():
     loaded = _modules_after("import asinfer.engine")
     assert not loaded & set(FORBIDDEN), loaded & set(FORBIDDEN)
     # and defers its own heavy dependencies until first use
-    assert not loaded & {"cv2", "onnxruntime", "pydicom", "pynetdicom", "highdicom"}
+    assert not loaded & {"cv2", "onnxruntime", "pydicom", "pynetdicom", "highdicom", "dask", "distributed", "pyarrow"}
+
+
+def test_import_screen_loads_no_dask_or_arrow():
+    """asinfer screen's library imports dask.distributed and pyarrow only when a run starts."""
+    loaded = _modules_after("import asinfer.engine.screen; import asinfer.engine.screen.cli")
+    assert not loaded & {"dask", "distributed", "pyarrow", "onnxruntime", "tensorflow", "asinfer.trainer"}
 
 
 def test_import_node_loads_no_network_stack():
