@@ -173,7 +173,7 @@ def test_duplicate_keeps_the_first_copy_and_is_counted(node, series5):
     assert pydicom.dcmread(ds_path).SeriesDescription == first.SeriesDescription
     counts = node.spool.counters()
     assert (counts["instances"], counts["duplicates"]) == (1, 2)
-    assert node.spool.runs()[0].n_duplicates == 2 and node.handler.counts.duplicates == 2
+    assert node.spool.runs()[0].n_duplicates == 2 and node.metrics.count("instances_duplicate") == 2
 
 
 def test_concurrent_associations_sending_the_same_series_store_each_instance_once(node, series5):
@@ -208,7 +208,7 @@ def test_unknown_calling_ae_is_rejected_at_association(tmp_path, clf, series5):
         intruder = associate(node.port, calling="INTRUDER")
         assert intruder.is_rejected and not intruder.is_established
         assert send(node.port, series5[:1], calling="SCANNER") == [0]
-        assert node.handler.counts.rejected == 1
+        assert node.metrics.count("associations_rejected") == 1
 
 
 def test_a_dataset_without_series_uid_is_refused_and_the_node_keeps_serving(node, series5):

@@ -9,7 +9,11 @@ TOML keys are the command-line flags without their dashes in front (``ae-title``
     spool = "/var/lib/asinfer/spool"
     quiet-period = 5.0
     allow-ae = ["SCANNER1", "PACS"]
+    allow-peer = ["10.0.0.0/24"]
     destination = "PACS@10.0.0.5:104"
+    metrics-port = 9090
+    tls-cert = "/etc/asinfer/node.crt"
+    tls-key = "/etc/asinfer/node.key"
 
     [select]
     modality = ["MR"]
@@ -22,6 +26,7 @@ TOML keys are the command-line flags without their dashes in front (``ae-title``
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -99,6 +104,7 @@ class NodeConfig:
     spool: Path = Path("asinfer-spool")  # instances, state database and results
     quiet_period: float = 5.0  # seconds without a new instance after which a series is complete
     allow_ae: tuple[str, ...] = ()  # calling AE titles allowed to associate; empty: any
+    allow_peer: tuple[str, ...] = ()  # peer networks (CIDR, or one address) allowed to connect; empty: any
     max_associations: int = 10  # simultaneous associations from peers
     max_pdu_size: int = 262144  # bytes of one received PDU (0: unlimited); large PDUs mean fewer messages
     model: Path | None = None  # bundle folder, manifest.json or .onnx; None: the shipped model
@@ -110,6 +116,17 @@ class NodeConfig:
     retry_initial: float = 5.0  # seconds before the first retry of a send; doubled per failure ...
     retry_max: float = 300.0  # ... up to this. A destination that is down is retried for ever
     max_send_attempts: int = 10  # tries of a file the destination answers with an error status (not 0xA7xx)
+    expected_instances: int = 0  # complete a series at once when it has this many instances; 0: not set
+    expected_from_header: bool = True  # ... or as many as its NumberOfSeriesRelatedInstances/ImagesInAcquisition say
+    retention_period: float = 259200.0  # seconds an ignored, done or sent series' instances are kept; 0: for ever
+    metrics_host: str = "127.0.0.1"  # where /metrics and /healthz listen (no authentication: keep it local)
+    metrics_port: int | None = None  # None: no HTTP endpoint; 0 picks a free port (tests)
+    tls_cert: Path | None = None  # PEM certificate (chain) of the node: with tls_key, associations use TLS
+    tls_key: Path | None = None  # its PEM private key
+    tls_ca: Path | None = None  # PEM CA bundle: when set, callers must present a certificate it signed
+    destination_tls_ca: Path | None = None  # PEM CA bundle the destination's certificate must chain to: TLS to it
+    destination_tls_cert: Path | None = None  # our PEM client certificate, for a destination that asks for one
+    destination_tls_key: Path | None = None  # its PEM private key
     select: Selection = field(default_factory=Selection)
 
     def problems(self) -> list[str]:
@@ -145,6 +162,7 @@ class NodeConfig:
                          "0 < retry-initial <= retry-max <= 86400")
         if self.max_send_attempts < 1:
             found.append(f"max-send-attempts {self.max_send_attempts} must be >= 1")
+        found += self._more_problems()
         if self.select.min_slices < 1:
             found.append(f"select.min-slices {self.select.min_slices} must be >= 1")
         if self.select.series_description is not None:
@@ -153,6 +171,36 @@ class NodeConfig:
             except re.error as exc:
                 found.append(f"select.series-description {self.select.series_description!r} is not a regular "
                              f"expression: {exc}")
+        return found
+
+    def _more_problems(self) -> list[str]:
+        """Problems of the settings added with /metrics, completion by count, retention and TLS."""
+        found = []
+        for cidr in self.allow_peer:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                found.append(f"allow-peer {cidr!r} is not an address or a network (e.g. 10.0.0.0/24, 10.0.0.7, fd00::/8)")
+        if self.expected_instances < 0:
+            found.append(f"expected-instances {self.expected_instances} must be >= 0 (0: not set)")
+        if not 0.0 <= self.retention_period <= 10 * 365 * 86400.0:
+            found.append(f"retention-period {self.retention_period} must be 0 (keep for ever) or seconds up to 10 years")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            found.append(f"metrics-port {self.metrics_port} is outside 0..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            found.append("tls-cert and tls-key go together: give both (PEM files) or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            found.append("tls-ca checks the callers' certificates and needs TLS: give tls-cert and tls-key too")
+        if (self.destination_tls_cert is None) != (self.destination_tls_key is None):
+            found.append("destination-tls-cert and destination-tls-key go together: give both (PEM files) or neither")
+        if self.destination_tls_cert is not None and self.destination_tls_ca is None:
+            found.append("destination-tls-cert needs destination-tls-ca (TLS to the destination verifies its certificate)")
+        for what, path in (("tls-cert", self.tls_cert), ("tls-key", self.tls_key), ("tls-ca", self.tls_ca),
+                           ("destination-tls-ca", self.destination_tls_ca),
+                           ("destination-tls-cert", self.destination_tls_cert),
+                           ("destination-tls-key", self.destination_tls_key)):
+            if path is not None and not Path(path).is_file():
+                found.append(f"{what} {str(path)!r} is not a file")
         return found
 
     def to_toml(self) -> str:
@@ -226,7 +274,10 @@ def _build(values: dict[str, Any], where: str) -> NodeConfig:
 _TYPES = {"host": str, "port": int, "ae_title": str, "spool": Path, "quiet_period": float, "allow_ae": tuple,
           "max_associations": int, "max_pdu_size": int, "model": Path, "provider": str, "threads": int,
           "batch_size": int, "max_attempts": int, "destination": str, "retry_initial": float, "retry_max": float,
-          "max_send_attempts": int, "modality": tuple, "series_description": str,
+          "max_send_attempts": int, "allow_peer": tuple, "expected_instances": int, "expected_from_header": bool,
+          "retention_period": float, "metrics_host": str, "metrics_port": int, "tls_cert": Path, "tls_key": Path,
+          "tls_ca": Path, "destination_tls_ca": Path, "destination_tls_cert": Path, "destination_tls_key": Path,
+          "modality": tuple, "series_description": str,
           "body_part": tuple, "image_type": tuple, "min_slices": int}
 
 
@@ -242,6 +293,10 @@ def _typed(cls, name: str, value: Any) -> Any:
         return float(value)
     if kind is Path and isinstance(value, (str, Path)):
         return Path(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{_key(name)} must be true or false, got {value!r}")
     if isinstance(value, kind) and not isinstance(value, bool):
         return value
     raise ValueError(f"{_key(name)} must be {kind.__name__ if kind is not Path else 'a path'}, got {value!r}")

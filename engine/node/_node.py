@@ -1,16 +1,19 @@
-"""The node: spool, Storage SCP, the quiet-period monitor and the worker, started and stopped together."""
+"""The node: spool, Storage SCP, the completion monitor, the worker, the sender and the HTTP endpoint for
+/metrics and /healthz, started and stopped together."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 import time
 
 from ._config import Destination, NodeConfig
-from ._scp import StoreHandler, start_server
+from ._metrics import Metrics, MetricsServer
+from ._scp import StoreHandler, destination_tls_context, start_server
 from ._sender import Sender
-from ._spool import Spool
+from ._spool import STATES, Spool
 from ._worker import Worker
 
 log = logging.getLogger("asinfer.node")
@@ -39,8 +42,12 @@ class Node:
         self.handler: StoreHandler | None = None
         self.worker: Worker | None = None
         self.sender: Sender | None = None
+        self.metrics = Metrics()
+        self._http: MetricsServer | None = None
         self._ae = self._server = self._monitor = None
         self._stopping = threading.Event()
+        self._poke = threading.Event()  # an instance was stored: the monitor looks at once (expected counts)
+        self._next_purge = 0.0
 
     def start(self) -> Node:
         """Open and recover the spool, load the model, start the worker and the monitor, then listen.
@@ -69,7 +76,8 @@ class Node:
         if config.destination is not None:
             self.sender = Sender(self.spool, Destination.parse(config.destination), config.ae_title,
                                  retry_initial=config.retry_initial, retry_max=config.retry_max,
-                                 max_send_attempts=config.max_send_attempts)
+                                 max_send_attempts=config.max_send_attempts, metrics=self.metrics,
+                                 tls=destination_tls_context(config))
             self.sender.start()
         elif self.spool.outbox_depth():
             log.warning("event=outbox-waiting files=%d why=no-destination", self.spool.outbox_depth())
@@ -81,20 +89,57 @@ class Node:
                                               threads=self.config.threads)
             self.worker = Worker(self.spool, self.classifier, batch_size=config.batch_size,
                                  max_attempts=config.max_attempts, send=self.sender is not None,
-                                 on_queued=self.sender.wake if self.sender is not None else None)
+                                 on_queued=self.sender.wake if self.sender is not None else None,
+                                 metrics=self.metrics)
             self.worker.start()
+        self.handler = StoreHandler(self.spool, on_stored=self._poke.set, metrics=self.metrics)
+        if config.metrics_port is not None:
+            self._http = MetricsServer(config.metrics_host, config.metrics_port, self.render_metrics,
+                                       self.health).start()
+        self._ae, self._server = start_server(self.config, self.handler)
+        resumed = self.spool.resume_receiving()  # the senders get a quiet period to send the rest again
+        if resumed:
+            log.info("event=receiving-resumed runs=%d", resumed)
         self._monitor = threading.Thread(target=self._watch, name="asinfer-monitor", daemon=True)
         self._monitor.start()
-        self.handler = StoreHandler(self.spool)
-        self._ae, self._server = start_server(self.config, self.handler)
-        log.info("event=listening host=%s port=%d ae_title=%s allow_ae=%s quiet_period=%g destination=%s",
-                 config.host, self.port, config.ae_title, ",".join(config.allow_ae) or "any", config.quiet_period,
-                 config.destination or "none")
+        log.info("event=listening host=%s port=%d ae_title=%s allow_ae=%s allow_peer=%s tls=%s quiet_period=%g "
+                 "destination=%s destination_tls=%s metrics_port=%s", config.host, self.port, config.ae_title,
+                 ",".join(config.allow_ae) or "any", ",".join(config.allow_peer) or "any",
+                 "mutual" if config.tls_ca else "on" if config.tls_cert else "off", config.quiet_period,
+                 config.destination or "none", "on" if config.destination_tls_ca else "off", self.metrics_port or "off")
 
     @property
     def port(self) -> int:
         """The port listened on (the one chosen when ``config.port`` is 0); 0 before start."""
         return self._server.server_address[1] if self._server is not None else 0
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of /metrics and /healthz; 0 when there is none."""
+        return self._http.port if self._http is not None else 0
+
+    def render_metrics(self) -> str:
+        """The Prometheus exposition: the counters and histograms, and gauges read from the spool now."""
+        counts = self.spool.counters()
+        gauges = {"queue_depth": counts["complete"], "outbox_depth": counts["outbox"],
+                  "runs": {state: counts[state] for state in STATES},
+                  "associations_active": len(self._ae.active_associations) if self._ae is not None else 0,
+                  "spool_free_bytes": shutil.disk_usage(self.spool.root).free}
+        return self.metrics.render(gauges)
+
+    def health(self) -> tuple[bool, dict]:
+        """Whether the node does its job: listening, its threads alive, its state database answering."""
+        threads = {"monitor": self._monitor, "worker": self.worker, "sender": self.sender}
+        checks = {"listening": self._server is not None and not self._stopping.is_set()}
+        checks.update({name: thread.is_alive() for name, thread in threads.items() if thread is not None})
+        try:
+            counts = self.spool.counters()
+            checks["database"] = True
+        except Exception:  # locked, closed or damaged: unhealthy, with the reason
+            counts, checks["database"] = {}, False
+        details = {"checks": checks, "queue_depth": counts.get("complete"), "outbox_depth": counts.get("outbox"),
+                   "port": self.port}
+        return all(checks.values()), details
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let associations in progress finish (up to ``grace`` s), finish the run at hand.
@@ -104,6 +149,7 @@ class Node:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._poke.set()
         if self._server is not None:
             self._server.shutdown()
             deadline = time.monotonic() + grace
@@ -118,6 +164,8 @@ class Node:
         if self.sender is not None:
             self.sender.stop()
             self.sender.join(max(grace, 1.0) * 3)  # the file at hand; the rest waits in the outbox
+        if self._http is not None:
+            self._http.stop()
         if self.spool is not None and not any(t is not None and t.is_alive() for t in (self.worker, self.sender)):
             self.spool.close()
         log.info("event=stopped")
@@ -129,19 +177,41 @@ class Node:
         self.stop()
 
     def _watch(self) -> None:
-        """Close quiet runs; wake the worker when one is complete."""
-        tick = min(0.25, max(0.02, self.config.quiet_period / 4))
-        while not self._stopping.wait(tick):
+        """Close quiet (or fully counted) runs, wake the worker when one is complete; purge expired series."""
+        config = self.config
+        tick = min(0.25, max(0.02, config.quiet_period / 4))
+        while not self._stopping.is_set():
+            self._poke.wait(tick)
+            self._poke.clear()
+            if self._stopping.is_set():
+                break
             try:
-                closed = self.spool.complete_quiet(self.config.quiet_period, self.config.select)
+                self._purge()
+            except Exception as exc:  # the retention waits for the next interval; completion goes on
+                log.error("event=purge-failed error=%s", type(exc).__name__)
+            try:
+                closed = self.spool.complete_ready(config.quiet_period, config.select,
+                                                   expected=config.expected_instances,
+                                                   from_header=config.expected_from_header)
             except Exception as exc:  # a busy or failing database: the next tick tries again
                 log.error("event=monitor-failed error=%s", type(exc).__name__)
                 continue
             for run in closed:
+                self.metrics.inc("series_completed" if run.state == "complete" else "series_ignored")
                 log.info("event=run-%s run=%d number=%d instances=%d%s", run.state, run.id, run.run, run.n_instances,
                          f" why={run.message!r}" if run.message else "")
             if self.worker is not None and any(run.state == "complete" for run in closed):
                 self.worker.wake()
+
+    def _purge(self) -> None:
+        """Every so often, delete the instance files of series final for longer than the retention period."""
+        retention = self.config.retention_period
+        if not retention or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + min(60.0, max(0.05, retention / 10))
+        purged = self.spool.purge_expired(retention)
+        if purged:
+            self.metrics.inc("series_purged", purged)
 
 
 def serve_forever(config: NodeConfig) -> int:

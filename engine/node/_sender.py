@@ -18,16 +18,25 @@ import threading
 import time
 
 from ._config import Destination
+from ._metrics import Metrics
 from ._spool import OutboxItem, Spool
 
 log = logging.getLogger("asinfer.node")
+
+#: What the sender stores at the destination: the report writer's SR and Secondary Capture (the conformance
+#: statement lists these; a test checks that the results the node sends are of these classes).
+SCU_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7")  # Comprehensive 3D SR, SC Image
+#: Transfer syntaxes proposed for each: the results are written in Explicit VR Little Endian; Implicit VR Little
+#: Endian (the DICOM default) is proposed too, so a destination that accepts only it still receives them.
+SCU_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
 
 class Sender(threading.Thread):
     """Drains the outbox to ``destination`` until :meth:`stop`."""
 
     def __init__(self, spool: Spool, destination: Destination, calling_ae: str, *, retry_initial: float = 5.0,
-                 retry_max: float = 300.0, max_send_attempts: int = 10, timeout: float = 30.0) -> None:
+                 retry_max: float = 300.0, max_send_attempts: int = 10, timeout: float = 30.0,
+                 metrics: Metrics | None = None, tls=None) -> None:
         super().__init__(name="asinfer-sender", daemon=True)
         self.spool = spool
         self.destination = destination
@@ -36,6 +45,8 @@ class Sender(threading.Thread):
         self.max_send_attempts = max_send_attempts
         self.timeout = timeout
         self.sent_files = 0
+        self.metrics = metrics or Metrics()
+        self.tls = tls  # an ssl.SSLContext for TLS to the destination; None: plain TCP
         self._wake = threading.Event()
         self._stopping = threading.Event()
 
@@ -66,7 +77,6 @@ class Sender(threading.Thread):
     def send(self, items: list[OutboxItem]) -> None:
         """Send ``items`` over one association; record each outcome in the outbox."""
         import pydicom
-        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
         from pynetdicom import AE
 
         readable = []
@@ -74,15 +84,18 @@ class Sender(threading.Thread):
             try:
                 readable.append((item, pydicom.dcmread(item.path)))
             except Exception as exc:  # the result file is gone or damaged: resending cannot help
-                self.spool.send_failed(item, f"unreadable result file: {type(exc).__name__}", None)
+                if self.spool.send_failed(item, f"unreadable result file: {type(exc).__name__}", None):
+                    self.metrics.inc("series_failed")
         if not readable:
             return
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         ae.connection_timeout = min(self.timeout, 10.0)  # a host that drops packets must not hold a stop for long
         for sop_class in sorted({str(ds.SOPClassUID) for _, ds in readable}):
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        assoc = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title)
+            ae.add_requested_context(sop_class, list(SCU_TRANSFER_SYNTAXES))
+        tls_args = (self.tls, self.destination.host) if self.tls is not None else None
+        assoc = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title,
+                             tls_args=tls_args)
         if not assoc.is_established:
             why = "association rejected" if assoc.is_rejected else "destination unreachable"
             self._retry_all([item for item, _ in readable], why)
@@ -111,7 +124,13 @@ class Sender(threading.Thread):
             return False
         if code == 0x0000 or 0xB000 <= code <= 0xBFFF:  # success, or stored with a warning
             self.sent_files += 1
+            self.metrics.inc("results_sent")
             run_sent = self.spool.sent(item)
+            if run_sent:
+                self.metrics.inc("series_sent")
+                last_at = self.spool.last_at(item.run_id)
+                if last_at is not None:
+                    self.metrics.observe("series_latency_seconds", time.time() - last_at, "sent")
             log.info("event=result-sent run=%d attempt=%d status=0x%04X%s", item.run_id, item.attempts + 1, code,
                      " run_state=sent" if run_sent else "")
             return True
@@ -122,7 +141,9 @@ class Sender(threading.Thread):
         attempts = item.attempts + 1
         give_up = permanent and attempts >= self.max_send_attempts
         retry_at = None if give_up else time.time() + self._backoff(attempts)
-        self.spool.send_failed(item, error, retry_at)
+        if self.spool.send_failed(item, error, retry_at):
+            self.metrics.inc("series_failed")
+        self.metrics.inc("send_failures")
         log.warning("event=send-failed run=%d attempt=%d error=%r%s", item.run_id, attempts, error,
                     " gave_up=1" if give_up else f" retry_in={retry_at - time.time():.1f}")
 

@@ -18,6 +18,12 @@ hold) or ``ignored`` (a rule failed: recorded, never processed) -> ``processing`
 durable; no destination) or ``sending`` -> ``sent`` (every result stored at the destination), or
 ``failed`` (with a reason). An instance that arrives after its series left ``receiving``
 opens run 2 (then 3 ...), which processes the whole series again: nothing acknowledged is dropped.
+A first run also completes at once when it holds the instance count expected of its series (a setting,
+or NumberOfSeriesRelatedInstances/ImagesInAcquisition of its first instance).
+
+Retention: once every run of a series is ``ignored``, ``done`` or ``sent`` for longer than the retention
+period, its instance files are deleted and its runs get ``purged_at``; the rows stay (a resend is still a
+duplicate). Nothing of a series with a run in any other state is deleted.
 
 Why SQLite (WAL journal, ``synchronous=FULL``) and not state files renamed between folders (mercure):
 
@@ -85,7 +91,8 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts INTEGER NOT NULL DEFAULT 0,
     reason TEXT, message TEXT,
     label TEXT, score REAL, results TEXT,
-    updated_at REAL NOT NULL,
+    updated_at REAL NOT NULL,           -- also: when a run reached its final state (the retention clock)
+    purged_at REAL,                     -- when its instance files were deleted (retention); the rows stay
     UNIQUE (series_uid, run)
 );
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state, id);
@@ -132,6 +139,7 @@ class Run:
     label: str | None
     score: float | None
     results: str | None
+    purged_at: float | None = None  # its instance files were deleted after the retention period
 
     @property
     def late(self) -> bool:
@@ -178,6 +186,7 @@ class Spool:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
+            _migrate(db)
         except BaseException:
             _unlock(lock_fd)
             raise
@@ -263,15 +272,24 @@ class Spool:
     # --- series completion (the monitor thread) --------------------------------------------------------
 
     def complete_quiet(self, quiet_period: float, selection: Selection, now: float | None = None) -> list[Run]:
-        """Close every receiving run quiet for ``quiet_period`` seconds: ``complete`` or ``ignored``.
+        """Close every receiving run quiet for ``quiet_period`` seconds (see :meth:`complete_ready`)."""
+        return self.complete_ready(quiet_period, selection, now=now, from_header=False)
 
-        A series with a write in flight is not quiet. Returns the runs closed.
+    def complete_ready(self, quiet_period: float, selection: Selection, *, expected: int = 0,
+                       from_header: bool = True, now: float | None = None) -> list[Run]:
+        """Close every receiving run that is quiet for ``quiet_period`` seconds, or that is a series' first run
+        and holds the expected number of instances: ``complete`` or ``ignored``.
+
+        The expected number is ``expected`` when set (> 0), else (``from_header``) the first instance's
+        NumberOfSeriesRelatedInstances or ImagesInAcquisition when it has one. Later runs (late instances)
+        always wait for the quiet period: one run per burst of late instances, not one per instance. A series
+        with a write in flight is not closed. Returns the runs closed.
         """
         now = time.time() if now is None else now
         with self._cond:
-            rows = [row for row in self._db.execute("SELECT * FROM runs WHERE state = 'receiving' AND last_at <= ? "
-                                                    "ORDER BY id", (now - quiet_period,)).fetchall()
-                    if row["series_uid"] not in self._busy]
+            rows = [row for row in self._db.execute("SELECT * FROM runs WHERE state = 'receiving' ORDER BY id")
+                    if row["series_uid"] not in self._busy
+                    and (row["last_at"] <= now - quiet_period or _counted(row, expected, from_header))]
             return self._close(rows, selection, now) if rows else []  # the usual tick writes nothing
 
     def _close(self, rows: list[sqlite3.Row], selection: Selection, now: float) -> list[Run]:
@@ -304,7 +322,8 @@ class Spool:
         """Every instance of the run's series up to this run (a late run decides the whole series)."""
         with self._cond:
             rows = self._db.execute("SELECT i.file FROM instances i JOIN runs r ON i.run_id = r.id "
-                                    "WHERE r.series_uid = ? AND r.run <= ? ORDER BY i.received_at",
+                                    "WHERE r.series_uid = ? AND r.run <= ? AND r.purged_at IS NULL "
+                                    "ORDER BY i.received_at",
                                     (run.series_uid, run.run)).fetchall()
         return [self.root / row["file"] for row in rows]
 
@@ -360,15 +379,19 @@ class Spool:
                            (now, item.run_id))
         return not left
 
-    def send_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> None:
-        """Record a failed try: again at ``retry_at``, or (None) never, failing its run with reason ``send-failed``."""
+    def send_failed(self, item: OutboxItem, error: str, retry_at: float | None) -> bool:
+        """Record a failed try: again at ``retry_at``, or (None) never, failing its run with reason ``send-failed``.
+
+        Returns True when this failed the run (it was not failed before)."""
         now = time.time()
         with self._cond, self._tx() as db:
             db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, next_at = ?, error = ? WHERE id = ?",
                        ("queued" if retry_at is not None else "failed", retry_at or now, error[:300], item.id))
             if retry_at is None:
-                db.execute("UPDATE runs SET state = 'failed', reason = 'send-failed', message = ?, updated_at = ? "
-                           "WHERE id = ?", (error[:500], now, item.run_id))
+                return db.execute("UPDATE runs SET state = 'failed', reason = 'send-failed', message = ?, "
+                                  "updated_at = ? WHERE id = ? AND state != 'failed'",
+                                  (error[:500], now, item.run_id)).rowcount > 0
+        return False
 
     def outbox_depth(self) -> int:
         """Result files waiting to be sent."""
@@ -382,6 +405,57 @@ class Spool:
             db.execute("UPDATE runs SET state = ?, reason = ?, message = ?, updated_at = ? WHERE id = ?",
                        (state, reason, message[:500], time.time(), run.id))
         return state
+
+    def last_at(self, run_id: int) -> float | None:
+        """When run ``run_id`` received its last instance (wall clock); None when there is no such run."""
+        with self._cond:
+            row = self._db.execute("SELECT last_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else row[0]
+
+    # --- retention (the monitor thread) ---------------------------------------------------------------------
+
+    def purge_expired(self, retention: float, now: float | None = None, limit: int = 50) -> int:
+        """Delete the instance files of series whose every run is final (``ignored``, ``done``, ``sent``) since
+        ``retention`` seconds; their rows stay (a resent instance is still a duplicate). Returns the series purged.
+
+        A series with a run receiving, complete, processing, sending or failed keeps its files: results that are
+        not yet durable or sent, and failures an operator may want to look at, are never purged. Only the files
+        recorded for the purged runs are deleted, so an instance arriving meanwhile is kept.
+        """
+        now = time.time() if now is None else now
+        with self._cond:
+            candidates = [row[0] for row in self._db.execute(_EXPIRED, (now - retention, limit))]
+        purged = 0
+        for series_uid in candidates:
+            with self._cond:
+                if series_uid in self._busy:
+                    continue
+                purged += self._purge(series_uid, now - retention, now)
+        return purged
+
+    def _purge(self, series_uid: str, cutoff: float, now: float) -> int:
+        with self._tx() as db:
+            if db.execute(_EXPIRED_ONE, (series_uid, cutoff)).fetchone() is None:  # changed since the query
+                return 0
+            files = [row[0] for row in db.execute(
+                "SELECT i.file FROM instances i JOIN runs r ON i.run_id = r.id "
+                "WHERE r.series_uid = ? AND r.purged_at IS NULL", (series_uid,))]
+            folders = set()
+            for file in files:
+                path = self.root / file
+                folders.add(path.parent)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:  # not deletable (permissions): left, and the series still marked purged
+                    log.warning("event=purge-file-failed error=%s", type(exc).__name__)
+            for folder in folders:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty: a newer instance may be in it
+            db.execute("UPDATE runs SET purged_at = ? WHERE series_uid = ? AND purged_at IS NULL", (now, series_uid))
+        log.info("event=series-purged instances=%d", len(files))
+        return 1
 
     # --- start-up ---------------------------------------------------------------------------------------
 
@@ -413,6 +487,17 @@ class Spool:
                         path.unlink()
                         orphans += 1
         return {"retried": retried, "failed": given_up, "partial_results": partial, "unacknowledged": orphans}
+
+    def resume_receiving(self, now: float | None = None) -> int:
+        """Give every run still ``receiving`` a fresh quiet period from ``now`` (call when listening again).
+
+        A run cut off by a stop or a crash would otherwise complete at once if the node was down for longer
+        than the quiet period, and the sender's resend of the rest would open a second, late run: two
+        results for one series. Returns the runs resumed.
+        """
+        now = time.time() if now is None else now
+        with self._cond, self._tx() as db:
+            return db.execute("UPDATE runs SET last_at = MAX(last_at, ?) WHERE state = 'receiving'", (now,)).rowcount
 
     # --- reading the state --------------------------------------------------------------------------------
 
@@ -461,6 +546,31 @@ def _run(row: sqlite3.Row, **changes: Any) -> Run:
     values["header"] = json.loads(values["header"])
     values.update(changes)
     return Run(**values)
+
+
+_FINAL = "('ignored', 'done', 'sent')"
+_EXPIRED = (f"SELECT series_uid FROM runs GROUP BY series_uid HAVING SUM(state NOT IN {_FINAL}) = 0 "
+            "AND MAX(updated_at) <= ? AND SUM(purged_at IS NULL) > 0 ORDER BY MIN(id) LIMIT ?")
+_EXPIRED_ONE = (f"SELECT 1 FROM runs WHERE series_uid = ? GROUP BY series_uid HAVING SUM(state NOT IN {_FINAL}) = 0 "
+                "AND MAX(updated_at) <= ? AND SUM(purged_at IS NULL) > 0")
+
+
+def _counted(row: sqlite3.Row, expected: int, from_header: bool) -> bool:
+    """Whether a receiving run is a first run that holds the number of instances expected of its series."""
+    if row["run"] != 1:
+        return False
+    if expected <= 0 and from_header:
+        header = json.loads(row["header"])
+        stated = [header.get(key, "") for key in ("series_related_instances", "images_in_acquisition")]
+        expected = next((int(v) for v in stated if v.isdigit() and int(v) > 0), 0)
+    return expected > 0 and row["n_instances"] >= expected
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a spool made by an earlier version up to this schema (columns are only ever added)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    if "purged_at" not in columns:
+        db.execute("ALTER TABLE runs ADD COLUMN purged_at REAL")
 
 
 def _bump(db: sqlite3.Connection, name: str) -> None:

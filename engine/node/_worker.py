@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from ._metrics import Metrics
 from ._spool import Run, Spool, fsync_dir, write_durably
 
 log = logging.getLogger("asinfer.node")
@@ -28,7 +29,7 @@ class Worker(threading.Thread):
     """Processes complete runs until :meth:`stop`; the run at hand is finished first."""
 
     def __init__(self, spool: Spool, classifier, *, batch_size: int = 8, max_attempts: int = 3,
-                 send: bool = False, on_queued=None) -> None:
+                 send: bool = False, on_queued=None, metrics: Metrics | None = None) -> None:
         super().__init__(name="asinfer-worker", daemon=True)
         self.spool = spool
         self.classifier = classifier
@@ -36,6 +37,7 @@ class Worker(threading.Thread):
         self.max_attempts = max_attempts
         self.send = send  # queue the results for the destination (the sender) instead of stopping at done
         self._on_queued = on_queued or (lambda: None)
+        self.metrics = metrics or Metrics()
         self.processed = 0  # runs this worker brought to done or failed
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -75,9 +77,17 @@ class Worker(threading.Thread):
                       type(exc).__name__, state)
         if state != "complete":
             self.processed += 1
+        self._count(run, state)
         log.info("event=run-%s run=%d number=%d attempt=%d seconds=%.3f", state, run.id, run.run, run.attempts,
                  time.monotonic() - started)
         return state
+
+    def _count(self, run: Run, state: str) -> None:
+        if state in ("done", "sending"):
+            self.metrics.inc("series_processed")
+            self.metrics.observe("series_latency_seconds", time.time() - run.last_at, "durable")
+        elif state == "failed":
+            self.metrics.inc("series_failed")
 
     def _process(self, run: Run) -> str:
         final = self.spool.result_folder(run)
@@ -85,7 +95,9 @@ class Worker(threading.Thread):
             summary = _summary(final)
             return self._finish(run, final, summary.get("label"), summary.get("score"))
         files = self.spool.instance_files(run)
+        started = time.monotonic()
         series = [s for s in self.classifier.predict_series(files, self.batch_size) if s.key == run.series_uid]
+        self.metrics.observe("inference_seconds", time.monotonic() - started)
         if not series:
             return self.spool.fail(run, "no-slices", f"none of the {len(files)} instance(s) could be read as an image",
                                    retry=False, max_attempts=self.max_attempts)
