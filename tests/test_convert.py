@@ -429,3 +429,16 @@ def test_cli_usage_errors_exit_2(tiny_run):
     assert bad_format.exit_code == 2 and "Did you mean 'onnx-int8'" in bad_format.stderr
     bad_field = runner.invoke(app, ["convert", str(tiny_run), "--tolerance", "onnx-int8:agreement=0.9"])
     assert bad_field.exit_code == 2 and "Did you mean 'min_agreement'" in bad_field.stderr
+
+
+def test_fp16_keeps_the_pixel_reading_convolution_in_fp32(tiny_converted):
+    """It reads raw 0..255 values; in fp16 its sums moved a v2 probability past the 0.01 limit."""
+    import onnx
+
+    run_dir, _, manifest, _ = tiny_converted
+    half = onnx.load(str(run_dir / FORMATS["onnx-fp16"].filename))
+    weights = {i.name: i.data_type for i in half.graph.initializer}
+    convs = [n for n in half.graph.node if n.op_type == "Conv"]
+    assert weights[convs[0].input[1]] == onnx.TensorProto.FLOAT
+    assert all(weights[c.input[1]] == onnx.TensorProto.FLOAT16 for c in convs[1:])
+    assert manifest.parity["onnx-fp16"].settings["fp32_nodes"] == [convs[0].name]
