@@ -224,7 +224,7 @@ def _validation_line(validation: dict | None) -> list[str]:
 
 def _recipe(cfg: dict) -> str:
     keys = ("image_size", "weights", "batch_norm", "warmup_epochs", "warmup_size", "warmup_freeze_blocks",
-            "freeze_blocks", "epochs", "batch_size", "learning_rate", "learning_rate_after_warmup",
+            "warmup_synth", "freeze_blocks", "epochs", "batch_size", "learning_rate", "learning_rate_after_warmup",
             "bn_reestimate_batches", "patience", "rotation", "shift", "zoom", "flip", "gamma", "contrast", "noise",
             "blur", "bias", "preprocessing", "seed")
     # Knobs left at their off value (0, None, {}) are v1 defaults; naming them would only add noise.
