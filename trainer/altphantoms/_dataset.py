@@ -12,7 +12,6 @@ this source, so nothing collides with a training set written with the same seed.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from asinfer.trainer.phantoms import DatasetSummary, Series, series_labels
+from asinfer.trainer.phantoms import DatasetSummary, Series, check_dataset_args, series_labels
 
 from ._dicom import NOTE, write_dicom_slice
 from ._generate import PROFILE, generate_series
@@ -30,19 +29,6 @@ FORMATS = {"png": ".png", "dicom": ".dcm"}
 CSV_HEADER = ("path", "label", "patient_id", "slice_index", "series_label")
 CLASS_DIRS = ("negative", "positive")
 _SOURCE_TAG = 0x5A17  # mixed into the seed: the same seed draws other patients than the training source
-
-
-def _check(fmt: str, patients, slices, positive_fraction: float) -> None:
-    if fmt not in FORMATS:
-        close = difflib.get_close_matches(str(fmt), FORMATS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Invalid fmt={fmt!r}. Valid formats are {tuple(FORMATS)}.{hint}")
-    if not isinstance(patients, (int, np.integer)) or patients < 1:
-        raise ValueError(f"patients={patients!r} must be a positive integer.")
-    if not isinstance(slices, (int, np.integer)) or slices < 1:
-        raise ValueError(f"slices={slices!r} must be a positive integer (e.g. 12).")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction={positive_fraction!r} must be between 0 and 1.")
 
 
 def write_slice_file(path: Path, series: Series, i: int, fmt: str, *, seed: int) -> None:
@@ -80,7 +66,7 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
         >>> s.n_slices, s.profile  # doctest: +SKIP
         (6, 'independent')
     """
-    _check(fmt, patients, slices, positive_fraction)
+    check_dataset_args(fmt, patients, slices, positive_fraction)
     out = Path(out)
     for name in CLASS_DIRS:
         (out / name).mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asinfer.trainer.phantoms import Lesion, Series, meets_asas
+from asinfer.trainer.phantoms import Lesion, Series, as_rng, meets_asas
 
 from ._oedema import plan_mimics, plan_oedema, render_mimic, render_oedema
 from ._pelvis import Level, Textures, draw_level, sample_pelvis
@@ -28,14 +28,6 @@ class SliceMaps:
 
     marrow: np.ndarray  # (H, W) uint8
     joint_mm: np.ndarray  # (H, W) float32
-
-
-def _as_rng(rng_or_seed) -> np.random.Generator:
-    if isinstance(rng_or_seed, np.random.Generator):
-        return rng_or_seed
-    if isinstance(rng_or_seed, (int, np.integer, np.random.SeedSequence)):
-        return np.random.default_rng(rng_or_seed)
-    raise ValueError(f"rng_or_seed={rng_or_seed!r} must be an int seed, a SeedSequence or a numpy Generator.")
 
 
 def _check(slices, size) -> None:
@@ -78,7 +70,7 @@ def generate_with_maps(rng_or_seed, *, slices: int = 12, size: int | None = None
                        patient_id: str | None = None, maps: bool = True) -> tuple[Series, list[SliceMaps]]:
     """Like :func:`generate_series` (the same series for the same seed), plus each slice's bone and joint maps."""
     _check(slices, size)
-    rng = _as_rng(rng_or_seed)
+    rng = as_rng(rng_or_seed)
     pid = patient_id if patient_id is not None else f"IND{int(rng.integers(10**6)):06d}"
     for _ in range(_MAX_TRIES):
         series, slice_maps = _render(rng, int(slices), size, bool(positive), pid, maps)

@@ -17,6 +17,7 @@ Example:
     'elderly'
 """
 from ._dataset import DatasetSummary as DatasetSummary
+from ._dataset import check_dataset_args as check_dataset_args
 from ._dataset import series_labels as series_labels
 from ._dataset import write_dataset as write_dataset
 from ._dicom import write_dicom_slice as write_dicom_slice
@@ -26,6 +27,7 @@ from ._profiles import PROFILES as PROFILES
 from ._profiles import TRAINING_PROFILE as TRAINING_PROFILE
 from ._profiles import ScannerProfile as ScannerProfile
 from ._series import Series as Series
+from ._series import as_rng as as_rng
 from ._series import generate_series as generate_series
 from ._variants import ANATOMIES as ANATOMIES
 from ._variants import TRAINING_ANATOMIES as TRAINING_ANATOMIES
@@ -39,5 +41,5 @@ HELD_OUT: dict[str, str] = {
 }
 
 __all__ = ["ANATOMIES", "HELD_OUT", "PROFILES", "TRAINING_ANATOMIES", "TRAINING_PROFILE", "AnatomyVariant",
-           "DatasetSummary", "Lesion", "ScannerProfile", "Series", "generate_series", "meets_asas",
+           "DatasetSummary", "Lesion", "as_rng", "check_dataset_args", "ScannerProfile", "Series", "generate_series", "meets_asas",
            "series_labels", "write_dataset", "write_dicom_slice"]

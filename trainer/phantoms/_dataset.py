@@ -46,7 +46,8 @@ class DatasetSummary:
     anatomy: str | None = None  # the anatomy variant asked for; None: drawn from the training variants
 
 
-def _check(fmt: str, patients: int, slices: int, positive_fraction: float) -> None:
+def check_dataset_args(fmt: str, patients: int, slices: int, positive_fraction: float) -> None:
+    """ValueError naming the first bad write_dataset argument (shared by both phantom sources)."""
     if fmt not in FORMATS:
         close = difflib.get_close_matches(str(fmt), FORMATS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -101,7 +102,7 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
         >>> s.n_slices
         6
     """
-    _check(fmt, patients, slices, positive_fraction)
+    check_dataset_args(fmt, patients, slices, positive_fraction)
     prof = get_profile(profile)
     variant = None if anatomy is None else get_anatomy(anatomy)
     anatomy_name = None if variant is None else variant.name

@@ -68,7 +68,8 @@ class Series:
         return stored_window(self.window, self.acquisition.storage)
 
 
-def _as_rng(rng_or_seed) -> np.random.Generator:
+def as_rng(rng_or_seed) -> np.random.Generator:
+    """A numpy Generator from an int seed, a SeedSequence or a Generator (ValueError otherwise)."""
     if isinstance(rng_or_seed, np.random.Generator):
         return rng_or_seed
     if isinstance(rng_or_seed, (int, np.integer, np.random.SeedSequence)):
@@ -127,7 +128,7 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
     prof = get_profile(profile)
     if anatomy is not None:
         get_anatomy(anatomy)  # a bad name fails before any drawing
-    rng = _as_rng(rng_or_seed)
+    rng = as_rng(rng_or_seed)
     pid = patient_id if patient_id is not None else f"PH{int(rng.integers(10**6)):06d}"
     for _ in range(_MAX_TRIES):
         series = _render(rng, int(slices), size, bool(positive), prof, pid, _pick_anatomy(rng, anatomy),
