@@ -70,13 +70,17 @@ def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def overlay(display: np.ndarray, cam: np.ndarray, caption: str) -> np.ndarray:
     """A BGR picture: the 8-bit slice, the CAM as a heat map over it, and ``caption``.
 
-    The heat map is scaled to its own maximum (a CAM's absolute size is not a probability).
+    The heat map is scaled to its own maximum (a CAM's absolute size is not a probability). A CAM
+    that is zero everywhere (a confident negative: no region raised the probability) draws no heat,
+    and the caption says so rather than leaving a plain grey picture unexplained.
     """
     import cv2
 
     grey = cv2.cvtColor(np.ascontiguousarray(display, np.uint8), cv2.COLOR_GRAY2BGR)
     heat = upsample(cam, display.shape[:2])
     peak = float(heat.max())
+    if peak <= 0:
+        caption = f"{caption}  (no positive evidence)"
     scaled = np.zeros(heat.shape, np.uint8) if peak <= 0 else np.clip(heat / peak * 255, 0, 255).astype(np.uint8)
     coloured = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)
     weight = (scaled.astype(np.float32) / 255.0 * 0.55)[..., None]

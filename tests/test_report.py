@@ -123,7 +123,8 @@ def test_secondary_capture_burns_the_evidence_into_the_driving_slices(reported):
             pixels = hd.imread(path).get_frame(1)
             assert pixels.shape == (source.Rows, source.Columns, 3)
             red, green = pixels[..., 0].astype(int), pixels[..., 1].astype(int)
-            assert np.abs(red - green).max() > 60, "a heat map is burned in (a grey slice has R == G)"
+            if s.label == "AS":  # a confident negative's CAM may be zero everywhere: no heat to draw
+                assert np.abs(red - green).max() > 60, "a heat map is burned in (a grey slice has R == G)"
             assert list(sc.PatientOrientation) == ["L", "P"]  # axial phantoms: rows run to the left, columns back
 
 
