@@ -207,3 +207,18 @@ def test_local_weights_file_is_loaded(tmp_path):
     loaded = build_model(32, weights=str(path))
     a, b = vgg_base(source).get_layer("block5_conv3").kernel, vgg_base(loaded).get_layer("block5_conv3").kernel
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_augmentation_draws_per_image_and_per_epoch():
+    """A flip (and the rest) is drawn for each image anew, not once per batch or once per run."""
+    from asinfer.trainer.train import TrainConfig, train_dataset
+
+    images = np.zeros((8, 32, 32, 1), np.uint8)
+    images[:, 8:24, 4:10] = 200  # a bar on the left
+    ds = train_dataset((images, np.zeros(8, np.float32)), TrainConfig(batch_size=8, flip=True))
+    flipped = []
+    for _ in range(3):
+        x = np.array(next(iter(ds))[0])[..., 0]
+        flipped.append(tuple((x[:, :, 16:] > 100).sum(axis=(1, 2)) > (x[:, :, :16] > 100).sum(axis=(1, 2))))
+    assert any(0 < sum(f) < 8 for f in flipped)  # some images of one batch flipped, others not
+    assert len(set(flipped)) > 1  # and not the same images every epoch

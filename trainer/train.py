@@ -258,7 +258,7 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
             _compile(model, lr)
             frozen_text = f"blocks 1-{frozen} frozen" if frozen else "all blocks trainable"
             say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
-            model.fit(_train_dataset(data["train"], config), validation_data=data["val"],
+            model.fit(train_dataset(data["train"], config), validation_data=data["val"],
                       initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
                       callbacks=_callbacks(out, config, say, clock), verbose=0)
         start = end
@@ -283,7 +283,7 @@ def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
     for layer in layers:
         layer.trainable = True
     batches = 0
-    for x, _ in _train_dataset(data["train"], config).take(config.bn_reestimate_batches):
+    for x, _ in train_dataset(data["train"], config).take(config.bn_reestimate_batches):
         for layer in layers:
             layer.momentum = batches / (batches + 1)  # new = old * momentum + batch * (1 - momentum)
         model(x, training=True)
@@ -316,7 +316,7 @@ def _compile(model, lr: float) -> None:
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
 
 
-def _train_dataset(train, config: TrainConfig):
+def train_dataset(train, config: TrainConfig):
     """Shuffled, augmented uint8 batches; augmentation stays out of the exported model."""
     import keras
     import tensorflow as tf
