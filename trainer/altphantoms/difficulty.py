@@ -14,33 +14,19 @@ import argparse
 import json
 import time
 
-import cv2
 import numpy as np
 
 from ._generate import PROFILE, generate_series
 
 
-def _scaled(img: np.ndarray) -> np.ndarray:
-    """Per-slice robust min-max scaling to 0..1."""
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    return np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1.0), 0.0, 1.0)
-
-
 def collect(n_slices: int = 2000, *, slices_per_series: int = 12, seed: int = 0,
             size: int | None = None) -> dict[str, np.ndarray]:
     """Render ~n_slices slices of alternating positive/negative series and the baselines' features."""
-    feats: dict[str, list] = {k: [] for k in ("mean_raw", "mean_scaled", "x32_raw", "x32_scaled", "y", "group")}
-    for p, child in enumerate(np.random.SeedSequence(seed).spawn(-(-n_slices // slices_per_series))):
-        s = generate_series(child, slices=slices_per_series, size=size, positive=p % 2 == 0)
-        for img, lab in zip(s.images, s.slice_labels):
-            sc = _scaled(img)
-            feats["mean_raw"].append(float(img.mean()))
-            feats["mean_scaled"].append(float(sc.mean()))
-            feats["x32_raw"].append(cv2.resize(img.astype(np.float32) / 4095, (32, 32), interpolation=cv2.INTER_AREA))
-            feats["x32_scaled"].append(cv2.resize(sc, (32, 32), interpolation=cv2.INTER_AREA))
-            feats["y"].append(lab)
-            feats["group"].append(p)
-    return {k: np.asarray(v)[:n_slices] for k, v in feats.items()}
+    from asinfer.trainer.phantoms.difficulty import collect_features
+
+    return collect_features(lambda child, positive: generate_series(
+        child, slices=slices_per_series, size=size, positive=positive), n_slices,
+        slices_per_series=slices_per_series, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> int:

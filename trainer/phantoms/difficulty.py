@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -33,11 +34,20 @@ def _scaled(img: np.ndarray) -> np.ndarray:
 def collect(n_slices: int = 2000, *, slices_per_series: int = 12, seed: int = 0, profile: str = TRAINING_PROFILE,
             size: int | None = None, anatomy: str | None = None) -> dict[str, np.ndarray]:
     """Render ~n_slices slices (alternating positive/negative series) and their features."""
+    return collect_features(lambda child, positive: generate_series(
+        child, slices=slices_per_series, size=size, positive=positive, profile=profile, anatomy=anatomy),
+        n_slices, slices_per_series=slices_per_series, seed=seed)
+
+
+def collect_features(generate: Callable, n_slices: int, *, slices_per_series: int, seed: int) -> dict[str, np.ndarray]:
+    """The baselines' features of ~n_slices slices from ``generate(seed_sequence, positive) -> Series``.
+
+    Series alternate positive/negative; any phantom source's generator fits, so both sources are
+    judged by the same features.
+    """
     feats: dict[str, list] = {k: [] for k in ("mean_raw", "mean_scaled", "x32_raw", "x32_scaled", "y", "group")}
-    seqs = np.random.SeedSequence(seed).spawn(-(-n_slices // slices_per_series))
-    for p, child in enumerate(seqs):
-        s = generate_series(child, slices=slices_per_series, size=size, positive=p % 2 == 0, profile=profile,
-                            anatomy=anatomy)
+    for p, child in enumerate(np.random.SeedSequence(seed).spawn(-(-n_slices // slices_per_series))):
+        s = generate(child, p % 2 == 0)
         for img, lab in zip(s.images, s.slice_labels):
             sc = _scaled(img)
             feats["mean_raw"].append(float(img.mean()))
