@@ -14,12 +14,11 @@ writer derives UIDs from the series and the model), so a PACS keeps one object, 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from ._config import Destination
 from ._metrics import Metrics
-from ._spool import OutboxItem, Spool
+from ._spool import Loop, OutboxItem, Spool
 
 log = logging.getLogger("asinfer.node")
 
@@ -31,13 +30,13 @@ SCU_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7")
 SCU_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
 
-class Sender(threading.Thread):
+class Sender(Loop):
     """Drains the outbox to ``destination`` until :meth:`stop`."""
 
     def __init__(self, spool: Spool, destination: Destination, calling_ae: str, *, retry_initial: float = 5.0,
                  retry_max: float = 300.0, max_send_attempts: int = 10, timeout: float = 30.0,
                  metrics: Metrics | None = None, tls=None) -> None:
-        super().__init__(name="asinfer-sender", daemon=True)
+        super().__init__("asinfer-sender")
         self.spool = spool
         self.destination = destination
         self.calling_ae = calling_ae
@@ -47,20 +46,9 @@ class Sender(threading.Thread):
         self.sent_files = 0
         self.metrics = metrics or Metrics()
         self.tls = tls  # an ssl.SSLContext for TLS to the destination; None: plain TCP
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-
-    def wake(self) -> None:
-        """Something was queued."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Stop after the file at hand."""
-        self._stopping.set()
-        self._wake.set()
 
     def run(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping():
             try:
                 items = self.spool.due()
                 if items:
@@ -71,8 +59,7 @@ class Sender(threading.Thread):
                 log.error("event=send-loop-error error=%s", type(exc).__name__)
                 next_due = time.time() + self.retry_initial
             wait = 1.0 if next_due is None else min(1.0, max(0.02, next_due - time.time()))
-            self._wake.wait(wait)
-            self._wake.clear()
+            self.sleep(wait)
 
     def send(self, items: list[OutboxItem]) -> None:
         """Send ``items`` over one association; record each outcome in the outbox."""
@@ -102,7 +89,7 @@ class Sender(threading.Thread):
             return
         try:
             for n, (item, ds) in enumerate(readable):
-                if self._stopping.is_set() or not assoc.is_established:
+                if self.stopping() or not assoc.is_established:
                     break
                 if not self._send_one(assoc, item, ds):
                     self._retry_all([i for i, _ in readable[n + 1:]], "association ended")

@@ -645,3 +645,34 @@ def _unlock(fd: int | None) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+class Loop(threading.Thread):
+    """A daemon thread that sleeps until :meth:`wake` (or its own timeout) and ends after :meth:`stop`.
+
+    The worker and the sender are both this: ``run`` loops while :meth:`stopping` is false and waits
+    on :meth:`sleep` between rounds; ``stop`` lets the item at hand finish.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def wake(self) -> None:
+        """There may be something to do."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after the item at hand; join() to wait for it."""
+        self._stopping.set()
+        self._wake.set()
+
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds``, less if woken."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+

@@ -15,22 +15,21 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
 from ._metrics import Metrics
-from ._spool import Run, Spool, fsync_dir, write_durably
+from ._spool import Loop, Run, Spool, fsync_dir, write_durably
 
 log = logging.getLogger("asinfer.node")
 
 
-class Worker(threading.Thread):
+class Worker(Loop):
     """Processes complete runs until :meth:`stop`; the run at hand is finished first."""
 
     def __init__(self, spool: Spool, classifier, *, batch_size: int = 8, max_attempts: int = 3,
                  send: bool = False, on_queued=None, metrics: Metrics | None = None) -> None:
-        super().__init__(name="asinfer-worker", daemon=True)
+        super().__init__("asinfer-worker")
         self.spool = spool
         self.classifier = classifier
         self.batch_size = batch_size
@@ -39,28 +38,16 @@ class Worker(threading.Thread):
         self._on_queued = on_queued or (lambda: None)
         self.metrics = metrics or Metrics()
         self.processed = 0  # runs this worker brought to done or failed
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-
-    def wake(self) -> None:
-        """A run may be waiting (the monitor completed one)."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Stop after the run at hand; join() to wait for it."""
-        self._stopping.set()
-        self._wake.set()
 
     def run(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping():
             try:
                 run = self.spool.claim_next()
             except Exception as exc:  # the database is unavailable: try again later, never spin
                 log.error("event=claim-failed error=%s", type(exc).__name__)
                 run = None
             if run is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
+                self.sleep(1.0)
                 continue
             self.process(run)
 
