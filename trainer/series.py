@@ -216,6 +216,7 @@ def threshold_stability(validation: dict, test: dict | None, threshold: float, r
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(validation["patient"] == g) for g in np.unique(validation["patient"])]
     series = validation["series"]
+    shipped = next((name for name, base in CANDIDATES if (base.kind, base.k) == (rule.kind, rule.k)), None)
     slice_t, rule_t, kinds, slice_rates, series_rates = [], [], {}, [], []
     for _ in range(reps):
         take = rng.integers(0, len(members), len(members))
@@ -230,9 +231,12 @@ def threshold_stability(validation: dict, test: dict | None, threshold: float, r
         slice_t.append(t)
         name = refit.fitted_on.rsplit("chosen: ", 1)[-1]
         kinds[name] = kinds.get(name, 0) + 1
-        same_kind, _ = _fit(replace(rule, threshold=0.5, single_slice_threshold=None), [series[i] for i in take],
-                            np.array([series[i].label for i in take]), target_sensitivity)
-        rule_t.append(same_kind.threshold)
+        if shipped in refit.compared:  # the refit already fitted the shipped kind among its candidates
+            rule_t.append(refit.compared[shipped]["threshold"])
+        else:
+            same_kind, _ = _fit(replace(rule, threshold=0.5, single_slice_threshold=None), [series[i] for i in take],
+                                np.array([series[i].label for i in take]), target_sensitivity)
+            rule_t.append(same_kind.threshold)
         if test is not None:
             slice_rates.append(_rates(test["labels"], test["probs"] >= t))
             series_rates.append(_rates(np.array([s.label for s in test["series"]]),
