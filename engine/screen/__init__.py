@@ -19,13 +19,15 @@ atomically, and ``run.json``. See ``docs/screen.md``.
 The building blocks, for pipelines of your own: :func:`iter_inputs` (the
 listing, streamed), :func:`series_of` and :func:`scan_chunk` (the header
 scan), :class:`SeriesIndex` (series merged across scanned chunks, paths kept
-as :func:`encode_paths` blocks).
+as :func:`encode_paths` blocks), and :func:`relax_malloc_trim` for a Dask worker
+that runs the engine (the screen workers call it when they start).
 
 Needs the ``screen`` extra (dask[distributed], pyarrow). Importing this
 package imports neither: they load when a run starts. Research software,
 not a diagnostic device.
 """
 
+from ._executors import relax_malloc_trim as relax_malloc_trim
 from ._index import SeriesIndex as SeriesIndex
 from ._index import decode_paths as decode_paths
 from ._index import encode_paths as encode_paths

@@ -9,6 +9,7 @@ the client nor the scheduler ever holds the whole archive's task list.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 from typing import Any, Callable, Iterable, Iterator
@@ -135,3 +136,24 @@ class DaskExecutor:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def relax_malloc_trim(trim: int = 64 << 20, mmap: int = 16 << 20) -> bool:
+    """Undo the Dask nanny's ``MALLOC_TRIM_THRESHOLD_=65536`` in this worker (glibc only).
+
+    The nanny sets that variable so that workers hand freed memory back to the OS. With it,
+    glibc returns the top of the heap after every slice and maps each buffer of 128 KiB or more
+    afresh, so every image and tensor costs page faults: a screening worker ran ~20 % slower
+    (sync screen 125 -> 97 slices/s with the variable set). A worker that allocates and frees the
+    same few buffers per slice keeps them instead; memory stays bounded by the thresholds.
+    Returns whether the settings took effect (False on a libc without ``mallopt``).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already links
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, trim)) and bool(mallopt(_M_MMAP_THRESHOLD, mmap))

@@ -6,6 +6,7 @@ import logging
 
 from distributed import WorkerPlugin
 
+from ._executors import relax_malloc_trim
 from ._task import ModelSpec, classifier_for
 
 log = logging.getLogger("asinfer")
@@ -24,7 +25,9 @@ class ClassifierPlugin(WorkerPlugin):
         self.spec = spec
 
     def setup(self, worker) -> None:
+        relax_malloc_trim()
         try:
             classifier_for(self.spec)
         except Exception:
             log.debug("the worker could not load the model; its tasks will say why", exc_info=True)
+
