@@ -79,6 +79,8 @@ def scenario_kill(args, workdir: Path, series: list[list[Path]]) -> Table:
     import pydicom
     from pynetdicom import AE
 
+    from asinfer.engine.node import send_c_store
+
     table = Table("a. kill -9 mid-receive and mid-processing, restart")
     pacs = TestPacs().start()
     settings = node_settings(workdir, quiet=args.quiet_period, model=args.model,
@@ -96,7 +98,7 @@ def scenario_kill(args, workdir: Path, series: list[list[Path]]) -> Table:
             node.kill()  # mid-association: half the series acknowledged
             assoc.abort()
             break
-        if int(assoc.send_c_store(ds).Status) == 0:
+        if int(send_c_store(assoc, ds).Status) == 0:
             acked.add(str(ds.SOPInstanceUID))
     acked |= {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in series[0]}
     table.check("acknowledged before the kill are stored", len(acked), len(acked & stored_uids(spool)),

@@ -174,6 +174,8 @@ def send_series(port: int, paths: list[Path], calling: str = "SENDER") -> tuple[
     import pydicom
     from pynetdicom import AE
 
+    from asinfer.engine.node import send_c_store
+
     datasets = [pydicom.dcmread(p) for p in paths]
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
@@ -185,7 +187,7 @@ def send_series(port: int, paths: list[Path], calling: str = "SENDER") -> tuple[
     statuses = []
     try:
         for ds in datasets:
-            response = assoc.send_c_store(ds)
+            response = send_c_store(assoc, ds)  # pynetdicom's own call can lose a response under load
             statuses.append(int(response.Status) if "Status" in response else -1)
     finally:
         if assoc.is_established:
@@ -295,6 +297,8 @@ def run_load(args) -> Table:
                     "queue: what a series that arrives alone sees)"),
                    ("mean inference per series (s)",
                     f"{metrics['asinfer_node_inference_seconds_sum'] / max(1, metrics['asinfer_node_inference_seconds_count']):.2f}"),
+                   ("instances predicted early", f"{metrics.get('asinfer_node_instances_predicted_early_total', 0):.0f} "
+                    "(while their series was still arriving)"),
                    ("peak RSS of the node (MB)", f"{rss:.0f}"),
                    ("workdir", str(workdir))]
     table.check("acknowledged", n_instances, acked, acked == n_instances)

@@ -20,7 +20,7 @@ from asinfer import engine
 pynetdicom = pytest.importorskip("pynetdicom", reason="needs the node extra (the dev extra installs it)")
 pytest.importorskip("highdicom", reason="needs the node extra (the dev extra installs it)")
 
-from asinfer.engine.node import OUT_OF_RESOURCES, Node, Spool, load_config  # noqa: E402
+from asinfer.engine.node import OUT_OF_RESOURCES, Node, Spool, load_config, send_c_store  # noqa: E402
 
 from conftest import dicom_file  # noqa: E402
 
@@ -80,7 +80,7 @@ def send(port: int, datasets, **kwargs) -> list[int]:
     assoc = associate(port, datasets, **kwargs)
     assert assoc.is_established
     try:
-        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+        return [int(send_c_store(assoc, ds).Status) for ds in datasets]
     finally:
         assoc.release()
 
@@ -269,6 +269,32 @@ def test_a_late_instance_opens_a_new_marked_run_of_the_whole_series(tmp_path, cl
         assert late.results.endswith(".run-2") and late.results != first.results
         sr1, sr2 = (pydicom.dcmread(node.spool.root / r.results / "sr.dcm") for r in (first, late))
         assert sr1.SOPInstanceUID != sr2.SOPInstanceUID  # the second result adds to the first, not replaces it
+
+
+def test_slices_predicted_while_the_series_arrives_give_the_decision_predict_series_gives(tmp_path, clf, series5):
+    """The idle worker predicts a receiving series early; at completion it decides over all slices as before."""
+    quiet = 2.0  # time for the early predictions before the series completes
+    with Node(node_config(tmp_path, quiet_period=quiet), clf) as node:
+        assert send(node.port, series5[:3]) == [0] * 3
+        wait_for(lambda: node.metrics.count("instances_predicted_early") == 3, what="3 slices predicted early")
+        assert [r.state for r in node.spool.runs()] == ["receiving"]
+        assert send(node.port, series5[3:]) == [0] * 2
+        (run,) = runs_in(node.spool, "done")
+        assert node.metrics.count("instances_predicted_early") in (3, 5)  # the last two: early, or at completion
+        result = json.loads((node.spool.root / run.results / "result.json").read_text())["series"]
+    (expected,) = clf.predict_series(series5)
+    assert (result["label"], result["n_slices"]) == (expected.label, 5)
+    assert result["score"] == pytest.approx(expected.score, abs=1e-6)
+    assert (result["ordered_by"], len(result["driving"])) == (expected.ordered_by, len(expected.driving))
+
+
+@pytest.mark.parametrize("changes", [{"predict_early": False}, {"select": {"modality": ["CT"]}}],
+                         ids=["switched-off", "selection-rule-fails"])
+def test_no_early_prediction_when_switched_off_or_the_series_will_be_ignored(tmp_path, clf, series5, changes):
+    with Node(node_config(tmp_path, quiet_period=1.0, **changes), clf) as node:
+        assert send(node.port, series5) == [0] * 5
+        runs_in(node.spool, "done" if "predict_early" in changes else "ignored")
+        assert node.metrics.count("instances_predicted_early") == 0
 
 
 def test_a_series_that_fails_a_selection_rule_is_recorded_and_never_processed(tmp_path, clf, series5):
@@ -465,21 +491,43 @@ def free_port() -> int:
 class Pacs:
     """A destination Storage SCP on ``port`` that keeps what it receives (and answers ``status``)."""
 
-    def __init__(self, port: int, status: int = 0x0000) -> None:
+    def __init__(self, port: int, status: int = 0x0000, syntaxes: list[str] | None = None) -> None:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
 
         self.received: list[pydicom.Dataset] = []
+        self.syntaxes: list[str] = []  # the transfer syntax each was received in
 
         def store(event) -> int:
             self.received.append(event.dataset)
+            self.syntaxes.append(str(event.context.transfer_syntax))
             return status
 
         self.ae = AE(ae_title="PACS")
-        self.ae.supported_contexts = AllStoragePresentationContexts
+        for context in AllStoragePresentationContexts:
+            self.ae.add_supported_context(context.abstract_syntax, syntaxes or context.transfer_syntax)
         self.server = self.ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
 
     def close(self) -> None:
         self.ae.shutdown()
+
+
+@pytest.mark.parametrize("accepts, arrives", [
+    (None, "1.2.840.10008.1.2.1"),  # pynetdicom's default list puts Implicit first: the file is still sent as written
+    (["1.2.840.10008.1.2"], "1.2.840.10008.1.2"),  # a destination that takes only Implicit VR gets it converted
+], ids=["as-written", "implicit-only-destination"])
+def test_results_reach_the_destination_in_the_syntax_it_accepts(tmp_path, clf, series5, accepts, arrives):
+    port = free_port()
+    pacs = Pacs(port, syntaxes=accepts)
+    try:
+        with Node(node_config(tmp_path, destination=f"PACS@127.0.0.1:{port}"), clf) as node:
+            send(node.port, series5)
+            (run,) = runs_in(node.spool, "sent")
+        local = pydicom.dcmread(node.spool.root / run.results / "sr.dcm")
+        assert pacs.syntaxes == [arrives] and pacs.received[0].SOPInstanceUID == local.SOPInstanceUID
+        assert pacs.received[0].ContentSequence[0].ConceptNameCodeSequence[0].CodeValue == \
+            local.ContentSequence[0].ConceptNameCodeSequence[0].CodeValue
+    finally:
+        pacs.close()
 
 
 def test_outbox_keeps_results_across_a_restart_and_sends_each_once_when_the_destination_comes_up(
@@ -529,3 +577,81 @@ def test_destination_parses_names_and_ipv6_and_prints_back():
 
     for text, host in [("PACS@10.0.0.5:104", "10.0.0.5"), ("PACS@[fd00::5]:11112", "fd00::5"), ("A@pacs.local:1", "pacs.local")]:
         assert Destination.parse(text).host == host and str(Destination.parse(text)) == text
+
+
+# --- pynetdicom's reactor race (the sender's C-STORE) ------------------------------------------------------------
+
+
+class RacyAssociation:
+    """pynetdicom's reactor/send_c_store pause protocol, with the race's window held open on purpose.
+
+    The reactor loop is pynetdicom's (sleep, flag up, wait at the checkpoint, flag down, take a message);
+    ``window`` stalls it between passing the checkpoint and lowering the flag, where a real reactor is
+    caught by a thread switch under load. send_c_store is pynetdicom's: clear the checkpoint, wait for
+    the flag, send, wait for the response (here 0.1 s instead of the DIMSE timeout), resume the reactor.
+    """
+
+    def __init__(self, window: float) -> None:
+        import queue
+        import threading
+
+        self._reactor_checkpoint = threading.Event()
+        self._reactor_checkpoint.set()
+        self._is_paused = False
+        self.responses: queue.Queue = queue.Queue()
+        self.stolen = 0
+        self._kill = False
+        self.window = window
+        self.thread = threading.Thread(target=self._reactor, daemon=True)
+        self.thread.start()
+
+    def _reactor(self) -> None:
+        import queue
+
+        while not self._kill:
+            time.sleep(0.001)
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            time.sleep(self.window)  # past the checkpoint, the flag still up: send_c_store thinks it is paused
+            self._is_paused = False
+            try:
+                self.responses.get_nowait()
+                self.stolen += 1  # "Received unexpected C-STORE service message"
+            except queue.Empty:
+                pass
+
+    def send_c_store(self, dataset):
+        import queue
+
+        self._reactor_checkpoint.clear()
+        while not self._is_paused:
+            time.sleep(0.0001)
+        self.responses.put(dataset)  # the peer's answer is in the queue ...
+        time.sleep(0.002)  # ... while this thread still encodes and sends (it has not begun to wait)
+        try:
+            answer = self.responses.get(timeout=0.1)
+        except queue.Empty:
+            answer = None  # DIMSE timeout
+        self._reactor_checkpoint.set()
+        return answer
+
+
+def test_send_c_store_parks_the_reactor_so_it_cannot_take_the_response():
+    plain, parked = RacyAssociation(window=0.003), RacyAssociation(window=0.003)
+    try:
+        lost_plain = sum(plain.send_c_store(n) is None for n in range(20))
+        lost_parked = sum(send_c_store(parked, n) is None for n in range(40))
+    finally:
+        plain._kill = parked._kill = True
+    assert lost_plain > 0  # the model reproduces the race pynetdicom's own call loses responses to
+    assert lost_parked == 0 and parked.stolen == 0
+
+
+def test_send_c_store_on_a_real_association(tmp_path, series5):
+    port = free_port()
+    pacs = Pacs(port)
+    try:
+        assert send(port, series5 * 4, called="PACS") == [0] * 20  # the tests' send() uses it
+        assert len(pacs.received) == 20
+    finally:
+        pacs.close()

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("pynetdicom", reason="needs the node extra (the dev extra installs it)")
 pytest.importorskip("highdicom", reason="needs the node extra (the dev extra installs it)")
 
-from test_node import TINY, associate, wait_for, write_series  # noqa: E402
+from test_node import TINY, associate, send_c_store, wait_for, write_series  # noqa: E402
 
 
 class Serve:
@@ -62,7 +62,7 @@ def test_kill_9_mid_association_then_restart_processes_every_acknowledged_instan
     acknowledged = []
     for path in series[:3]:
         ds = pydicom.dcmread(path)
-        if int(assoc.send_c_store(ds).Status) == 0:
+        if int(send_c_store(assoc, ds).Status) == 0:
             acknowledged.append(ds.SOPInstanceUID)
     first.proc.send_signal(signal.SIGKILL)  # mid-association: two instances never sent
     assert first.proc.wait(10) == -signal.SIGKILL

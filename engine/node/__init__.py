@@ -36,6 +36,7 @@ from ._scp import peer_allowed as peer_allowed
 from ._scp import tls_context as tls_context
 from ._sender import SCU_SOP_CLASSES as SCU_SOP_CLASSES
 from ._sender import SCU_TRANSFER_SYNTAXES as SCU_TRANSFER_SYNTAXES
+from ._sender import send_c_store as send_c_store
 from ._spool import Run as Run
 from ._spool import Spool as Spool
 from ._spool import STATES as STATES

@@ -62,12 +62,14 @@ METRICS = (
     Metric("series_purged", "counter", "Series whose instance files were deleted after the retention period."),
     Metric("results_sent", "counter", "Result files stored at the destination."),
     Metric("send_failures", "counter", "Failed tries to store a result file at the destination."),
+    Metric("instances_predicted_early", "counter", "Instances predicted while their series was still arriving."),
     Metric("queue_depth", "gauge", "Complete runs waiting for the worker."),
     Metric("outbox_depth", "gauge", "Result files waiting to be stored at the destination."),
     Metric("runs", "gauge", "Runs in the spool, by state.", "state"),
     Metric("associations_active", "gauge", "Associations in progress."),
     Metric("spool_free_bytes", "gauge", "Free bytes on the spool's file system."),
-    Metric("inference_seconds", "histogram", "Seconds to decide one series (read, preprocess, infer, series rule)."),
+    Metric("inference_seconds", "histogram", "Seconds to decide one complete series (read, preprocess, infer the slices not "
+           "predicted early, series rule)."),
     Metric("series_latency_seconds", "histogram", "Seconds from a run's last instance received to its results "
            "durable (until=durable) or stored at the destination (until=sent); includes the quiet period.",
            "until", ("durable", "sent")),

@@ -90,9 +90,9 @@ class Node:
             self.worker = Worker(self.spool, self.classifier, batch_size=config.batch_size,
                                  max_attempts=config.max_attempts, send=self.sender is not None,
                                  on_queued=self.sender.wake if self.sender is not None else None,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, early=config.select if config.predict_early else None)
             self.worker.start()
-        self.handler = StoreHandler(self.spool, on_stored=self._poke.set, metrics=self.metrics)
+        self.handler = StoreHandler(self.spool, on_stored=self._stored, metrics=self.metrics)
         if config.metrics_port is not None:
             self._http = MetricsServer(config.metrics_host, config.metrics_port, self.render_metrics,
                                        self.health).start()
@@ -176,12 +176,19 @@ class Node:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _stored(self) -> None:
+        """An instance is durable: the monitor looks at once; an idle worker may predict it early."""
+        self._poke.set()
+        if self.worker is not None and self.config.predict_early:
+            self.worker.wake()
+
     def _watch(self) -> None:
         """Close quiet (or fully counted) runs, wake the worker when one is complete; purge expired series."""
         config = self.config
         tick = min(0.25, max(0.02, config.quiet_period / 4))
+        wait = tick
         while not self._stopping.is_set():
-            self._poke.wait(tick)
+            self._poke.wait(wait)
             self._poke.clear()
             if self._stopping.is_set():
                 break
@@ -202,6 +209,17 @@ class Node:
                          f" why={run.message!r}" if run.message else "")
             if self.worker is not None and any(run.state == "complete" for run in closed):
                 self.worker.wake()
+            wait = self._next_wait(tick)
+
+    def _next_wait(self, tick: float) -> float:
+        """Until the next receiving run goes quiet (a series completes then, not up to a tick later), at most a tick."""
+        try:
+            since = self.spool.quiet_since()
+        except Exception:  # the database is busy: the usual tick
+            return tick
+        if since is None:
+            return tick
+        return min(tick, max(0.02, since + self.config.quiet_period - time.time() + 0.001))
 
     def _purge(self) -> None:
         """Every so often, delete the instance files of series final for longer than the retention period."""

@@ -25,8 +25,10 @@ log = logging.getLogger("asinfer.node")
 #: What the sender stores at the destination: the report writer's SR and Secondary Capture (the conformance
 #: statement lists these; a test checks that the results the node sends are of these classes).
 SCU_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7")  # Comprehensive 3D SR, SC Image
-#: Transfer syntaxes proposed for each: the results are written in Explicit VR Little Endian; Implicit VR Little
-#: Endian (the DICOM default) is proposed too, so a destination that accepts only it still receives them.
+#: Transfer syntaxes proposed for each, one presentation context per syntax: the results are written in Explicit
+#: VR Little Endian and sent as written when the destination accepts it; Implicit VR Little Endian (the DICOM
+#: default) is proposed too, so a destination that accepts only it still receives them (converted, which costs
+#: more: one context listing both made a pynetdicom destination pick Implicit and every SR be re-encoded).
 SCU_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
 
@@ -79,7 +81,8 @@ class Sender(Loop):
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         ae.connection_timeout = min(self.timeout, 10.0)  # a host that drops packets must not hold a stop for long
         for sop_class in sorted({str(ds.SOPClassUID) for _, ds in readable}):
-            ae.add_requested_context(sop_class, list(SCU_TRANSFER_SYNTAXES))
+            for syntax in SCU_TRANSFER_SYNTAXES:  # one context each: the destination can accept the file's own
+                ae.add_requested_context(sop_class, syntax)
         tls_args = (self.tls, self.destination.host) if self.tls is not None else None
         assoc = ae.associate(self.destination.host, self.destination.port, ae_title=self.destination.ae_title,
                              tls_args=tls_args)
@@ -101,7 +104,7 @@ class Sender(Loop):
     def _send_one(self, assoc, item: OutboxItem, ds) -> bool:
         """Send one file; False when the association can carry no more."""
         try:
-            status = assoc.send_c_store(ds)
+            status = send_c_store(assoc, ds)
         except (ValueError, RuntimeError) as exc:  # no accepted context for its SOP class, or association gone
             self._failed(item, f"not sendable: {type(exc).__name__}: {exc}", permanent=assoc.is_established)
             return assoc.is_established
@@ -141,3 +144,28 @@ class Sender(Loop):
     def _backoff(self, attempts: int) -> float:
         """Seconds before try ``attempts + 1``: doubling from retry_initial, capped at retry_max."""
         return min(self.retry_max, self.retry_initial * 2 ** min(attempts - 1, 30))
+
+
+def send_c_store(assoc, dataset, *, timeout: float = 0.25):
+    """``assoc.send_c_store(dataset)``, with the association's reactor thread parked first (pynetdicom 2-3).
+
+    ``send_c_store`` pauses the reactor by clearing a checkpoint and waiting for a "paused" flag, but the
+    flag can be stale: a reactor that passed the checkpoint just before it was cleared still takes one
+    message off the queue. When that is the C-STORE response, the SCU waits for it until the DIMSE
+    timeout (pynetdicom logs "Received unexpected C-STORE service message"); under load this stalled a
+    result for 30 s about once in 60 sends here. Clearing the flag ourselves and waiting until the reactor
+    sets it again means it is blocked at the checkpoint. Without those attributes (another pynetdicom),
+    it is the plain call. Returns what ``send_c_store`` returns (the status dataset).
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None or not hasattr(assoc, "_is_paused"):
+        return assoc.send_c_store(dataset)
+    checkpoint.clear()
+    assoc._is_paused = False
+    deadline = time.monotonic() + timeout
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.0002)
+    # a reactor that set the flag just before we cleared it is blocked at the checkpoint with the flag down:
+    # send_c_store waits for the flag without a timeout, so raise it
+    assoc._is_paused = True
+    return assoc.send_c_store(dataset)

@@ -406,6 +406,11 @@ class Spool:
                        (state, reason, message[:500], time.time(), run.id))
         return state
 
+    def quiet_since(self) -> float | None:
+        """The oldest last-instance time of the runs still receiving (the next to go quiet); None when none."""
+        with self._cond:
+            return self._db.execute("SELECT MIN(last_at) FROM runs WHERE state = 'receiving'").fetchone()[0]
+
     def last_at(self, run_id: int) -> float | None:
         """When run ``run_id`` received its last instance (wall clock); None when there is no such run."""
         with self._cond:

@@ -7,6 +7,12 @@ fsynced and renamed into place; only then is the run marked ``done`` (or ``sendi
 in the outbox in the same transaction, when there is a destination). Every step can run twice: a run
 found with its result folder in place is marked done without a second inference, and the report's UIDs
 come from the series and the model, so a repeated run writes the same objects.
+
+While no complete run waits, the worker predicts the slices of series that are still arriving (a batch
+at a time, checking for complete runs between batches) and keeps those predictions in memory. When the
+series completes, only its remaining slices are predicted; the decision is the one over all of them, as
+:meth:`Classifier.predict_series` makes it, so the quiet period is spent on inference instead of waiting.
+The memory is a cache: a restart loses it and the series is predicted whole.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ._config import Selection
 from ._metrics import Metrics
 from ._spool import Loop, Run, Spool, fsync_dir, write_durably
 
@@ -27,8 +34,12 @@ log = logging.getLogger("asinfer.node")
 class Worker(Loop):
     """Processes complete runs until :meth:`stop`; the run at hand is finished first."""
 
+    #: Slice predictions held for series still arriving, at most (beyond it the worker waits for completion).
+    EARLY_LIMIT = 20_000
+
     def __init__(self, spool: Spool, classifier, *, batch_size: int = 8, max_attempts: int = 3,
-                 send: bool = False, on_queued=None, metrics: Metrics | None = None) -> None:
+                 send: bool = False, on_queued=None, metrics: Metrics | None = None,
+                 early: Selection | None = None) -> None:
         super().__init__("asinfer-worker")
         self.spool = spool
         self.classifier = classifier
@@ -38,8 +49,11 @@ class Worker(Loop):
         self._on_queued = on_queued or (lambda: None)
         self.metrics = metrics or Metrics()
         self.processed = 0  # runs this worker brought to done or failed
+        self.early = early  # predict arriving series that these rules do not already rule out; None: never
+        self._early: dict[str, dict[str, list]] = {}  # series UID -> instance file -> its predictions
 
     def run(self) -> None:
+        _warm_up()
         while not self.stopping():
             try:
                 run = self.spool.claim_next()
@@ -47,7 +61,8 @@ class Worker(Loop):
                 log.error("event=claim-failed error=%s", type(exc).__name__)
                 run = None
             if run is None:
-                self.sleep(1.0)
+                if not self._predict_early():
+                    self.sleep(1.0)
                 continue
             self.process(run)
 
@@ -83,7 +98,7 @@ class Worker(Loop):
             return self._finish(run, final, summary.get("label"), summary.get("score"))
         files = self.spool.instance_files(run)
         started = time.monotonic()
-        series = [s for s in self.classifier.predict_series(files, self.batch_size) if s.key == run.series_uid]
+        series = [s for s in self._decide(run, files) if s.key == run.series_uid]
         self.metrics.observe("inference_seconds", time.monotonic() - started)
         if not series:
             return self.spool.fail(run, "no-slices", f"none of the {len(files)} instance(s) could be read as an image",
@@ -102,11 +117,67 @@ class Worker(Loop):
         fsync_dir(final.parent)
         return self._finish(run, final, decided.label, decided.score)
 
+    def _decide(self, run: Run, files: list[Path]) -> list:
+        """``predict_series(files)``, with the slices predicted early taken from memory."""
+        from asinfer.engine import SeriesCollector
+
+        early = self._early.pop(run.series_uid, {})
+        if not early:
+            return self.classifier.predict_series(files, self.batch_size)
+        fresh: dict[str, list] = {}
+        for p in self.classifier.iter_predict([f for f in files if str(f) not in early], self.batch_size):
+            fresh.setdefault(p.source, []).append(p)
+        collector = SeriesCollector()
+        for f in files:  # the order predict_series would add them in
+            for p in early.get(str(f)) or fresh.get(str(f), ()):
+                collector.add(p)
+        return collector.results(self.classifier.series_rule, self.classifier.manifest.labels)
+
+    def _predict_early(self) -> bool:
+        """Predict one batch of slices of series still arriving; False when there was nothing to do."""
+        if self.early is None:
+            return False
+        try:
+            receiving = self.spool.runs("receiving")
+            if self._early.keys() - {run.series_uid for run in receiving}:  # forget series ignored or given up
+                active = {r.series_uid for state in ("receiving", "complete", "processing")
+                          for r in self.spool.runs(state)}
+                for uid in self._early.keys() - active:
+                    del self._early[uid]
+        except Exception as exc:  # the database is busy or failing: the run will be predicted whole
+            log.debug("event=early-skipped error=%s", type(exc).__name__)
+            return False
+        if sum(len(v) for v in self._early.values()) >= self.EARLY_LIMIT:
+            return False
+        for run in receiving:
+            if self.early.check(run.header, n_slices=self.early.min_slices) is not None:
+                continue  # a selection rule already fails: it will be ignored, not processed
+            held = self._early.setdefault(run.series_uid, {})
+            todo = [f for f in self.spool.instance_files(run) if str(f) not in held][:self.batch_size]
+            if not todo:
+                continue
+            for p in self.classifier.iter_predict(todo, self.batch_size):
+                held.setdefault(p.source, []).append(p)
+            self.metrics.inc("instances_predicted_early", len(todo))
+            return True
+        return False
+
     def _finish(self, run: Run, final: Path, label, score) -> str:
         state = self.spool.finish(run, final, label, score, send=self.send)
         if self.send:
             self._on_queued()
         return state
+
+
+def _warm_up() -> None:
+    """Import what the report writer needs now, not while the first series waits (highdicom: ~0.3 s)."""
+    try:
+        import highdicom  # noqa: F401
+        from pydicom.sr.codedict import codes
+
+        codes.DCM.ProcessingEquipment  # noqa: B018 (builds the code dictionary's lookup on first use)
+    except Exception:  # the report says what is missing when it runs
+        log.debug("event=warm-up-skipped", exc_info=True)
 
 
 def _result_json(run: Run, series, report) -> bytes:
