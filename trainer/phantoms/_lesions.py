@@ -97,8 +97,11 @@ def _draw_lesion(rng: np.random.Generator, lesion_id: int, n_slices: int) -> Les
         lesion_id=lesion_id, side=int(rng.choice(SIDES)),
         bone="ilium" if rng.random() < 0.6 else "sacrum",  # iliac side is hit more often
         first_slice=int(rng.integers(0, n_slices - span + 1)), n_slices=span,
-        u=float(rng.uniform(0.15, 0.85)), length_mm=float(rng.uniform(14, 28)),
-        depth_mm=float(rng.uniform(9, 16)), amplitude=float(rng.uniform(0.5, 0.85)),
+        # Sizes and brightness span small faint foci to large bright ones: the 0.2.0 range (14-28 x 9-16 mm,
+        # amplitude 0.5-0.85) held only large, bright lesions, and the model missed small, faint oedema that
+        # another generator drew (sensitivity 0.31 on its smallest third of lesions).
+        u=float(rng.uniform(0.15, 0.85)), length_mm=float(rng.uniform(5, 28)),
+        depth_mm=float(rng.uniform(4, 16)), amplitude=float(rng.uniform(0.35, 0.85)),
     )
 
 
