@@ -222,3 +222,20 @@ def test_augmentation_draws_per_image_and_per_epoch():
         flipped.append(tuple((x[:, :, 16:] > 100).sum(axis=(1, 2)) > (x[:, :, :16] > 100).sum(axis=(1, 2))))
     assert any(0 < sum(f) < 8 for f in flipped)  # some images of one batch flipped, others not
     assert len(set(flipped)) > 1  # and not the same images every epoch
+
+
+def test_the_warm_up_runs_all_its_epochs_early_stopping_only_in_the_main_phase(tmp_path):
+    """A clean run's warm-up sat at validation AUC ~0.5 for a few epochs and early stopping ended it (restoring
+    an untrained epoch); the warm-up is a fixed number of epochs. Here its rate is 0, so its validation AUC
+    cannot improve: with patience 1, early stopping would end it after 2 of its 3 epochs."""
+    from asinfer.trainer.train import TrainConfig, train
+
+    cfg = TrainConfig(synth={"patients": 8, "slices": 3, "seed": 4, "size": 96}, image_size=32, warmup_size=32,
+                      warmup_epochs=3, epochs=1, batch_size=8, calibration_images=4, batch_norm=False, patience=1,
+                      learning_rate=0.0, learning_rate_after_warmup=1e-3,
+                      warmup_synth={"patients": 8, "slices": 3, "seed": 5, "size": 96})
+    messages = []
+    manifest = train(cfg, tmp_path / "run", progress=messages.append)
+    epochs = [m.split(":")[0] for m in messages if m.startswith("epoch ")]
+    assert epochs == ["epoch 1", "epoch 2", "epoch 3", "epoch 4"] and manifest.training["epochs_run"] == 4
+    assert [m for m in messages if m.startswith("training epochs")][1].startswith("training epochs 4-4")

@@ -246,8 +246,9 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
         after = config.learning_rate_after_warmup if warm is not None else None
         phases.append((config.epochs, after or config.learning_rate, config.freeze_blocks, size, splits))
     start = 0
-    for epochs, lr, frozen, size, data in phases:
+    for n, (epochs, lr, frozen, size, data) in enumerate(phases):
         end = start + epochs
+        warming = warm is not None and config.weights == "none" and n == 0
         if done < end:
             resized = model.input_shape[1] != size
             if resized:
@@ -260,7 +261,7 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
             say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
             model.fit(train_dataset(data["train"], config), validation_data=data["val"],
                       initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
-                      callbacks=_callbacks(out, config, say, clock), verbose=0)
+                      callbacks=_callbacks(out, config, say, clock, fixed=warming), verbose=0)
         start = end
     if model.input_shape[1] != config.image_size:  # resumed after the last epoch of the warm-up
         model = _resized(model, config.image_size, config)
@@ -382,7 +383,15 @@ def _class_weights(labels: np.ndarray) -> dict[int, float]:
     return {0: n / (2 * (n - pos)), 1: n / (2 * pos)}
 
 
-def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock):
+def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool = False):
+    """Checkpoints, history and progress; early stopping and rate cuts too unless ``fixed``.
+
+    The warm-up is ``fixed``: it runs all its epochs at its rate. From scratch its validation AUC sits
+    near 0.5 for several epochs before it climbs, so early stopping ended a clean run's warm-up after
+    9 of 20 epochs (training AUC 0.65) and restored epoch 4's weights, and the main phase started from
+    an untrained network. (0.2.0's warm-up escaped this only because it was resumed, which resets the
+    callbacks.)
+    """
     import keras
 
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -398,9 +407,11 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock):
         keras.callbacks.ModelCheckpoint(out / "checkpoints" / "last.keras"),
         keras.callbacks.ModelCheckpoint(out / "checkpoints" / "best.keras", monitor="val_auc", mode="max",
                                         save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3, patience=2, min_lr=1e-6),
+        *([] if fixed else [
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                          restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3, patience=2, min_lr=1e-6),
+        ]),
         keras.callbacks.CSVLogger(out / "history.csv", append=True),
         Report(),
     ]
