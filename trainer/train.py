@@ -237,18 +237,18 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
         model = build_model(config.image_size, config.weights, config.freeze_blocks, seed=config.seed,
                             batch_norm=config.batch_norm)
     size = config.image_size
+    # (epochs, rate, frozen blocks, size, data, fixed: all its epochs at its rate, no early stop)
     if config.weights != "none":
-        phases = [(config.head_epochs, config.learning_rate, 5, size, splits),
-                  (config.epochs, config.fine_tune_learning_rate, 5 - config.fine_tune_blocks, size, splits)]
+        phases = [(config.head_epochs, config.learning_rate, 5, size, splits, False),
+                  (config.epochs, config.fine_tune_learning_rate, 5 - config.fine_tune_blocks, size, splits, False)]
     else:
         phases = [(config.warmup_epochs, config.learning_rate, config.warmup_freeze_blocks, config.warmup_size,
-                   warm)] if warm is not None else []
+                   warm, True)] if warm is not None else []
         after = config.learning_rate_after_warmup if warm is not None else None
-        phases.append((config.epochs, after or config.learning_rate, config.freeze_blocks, size, splits))
+        phases.append((config.epochs, after or config.learning_rate, config.freeze_blocks, size, splits, False))
     start = 0
-    for n, (epochs, lr, frozen, size, data) in enumerate(phases):
+    for epochs, lr, frozen, size, data, fixed in phases:
         end = start + epochs
-        warming = warm is not None and config.weights == "none" and n == 0
         if done < end:
             resized = model.input_shape[1] != size
             if resized:
@@ -261,7 +261,7 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
             say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
             model.fit(train_dataset(data["train"], config), validation_data=data["val"],
                       initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
-                      callbacks=_callbacks(out, config, say, clock, fixed=warming), verbose=0)
+                      callbacks=_callbacks(out, config, say, clock, fixed=fixed), verbose=0)
         start = end
     if model.input_shape[1] != config.image_size:  # resumed after the last epoch of the warm-up
         model = _resized(model, config.image_size, config)

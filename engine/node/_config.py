@@ -274,8 +274,8 @@ def _build(values: dict[str, Any], where: str) -> NodeConfig:
 
 _TYPES = {"host": str, "port": int, "ae_title": str, "spool": Path, "quiet_period": float, "allow_ae": tuple,
           "max_associations": int, "max_pdu_size": int, "model": Path, "provider": str, "threads": int,
-          "batch_size": int, "predict_early": bool, "max_attempts": int, "destination": str, "retry_initial": float, "retry_max": float,
-          "max_send_attempts": int, "allow_peer": tuple, "expected_instances": int, "expected_from_header": bool,
+          "batch_size": int, "predict_early": bool, "max_attempts": int, "destination": str, "retry_initial": float,
+          "retry_max": float, "max_send_attempts": int, "allow_peer": tuple, "expected_instances": int, "expected_from_header": bool,
           "retention_period": float, "metrics_host": str, "metrics_port": int, "tls_cert": Path, "tls_key": Path,
           "tls_ca": Path, "destination_tls_ca": Path, "destination_tls_cert": Path, "destination_tls_key": Path,
           "modality": tuple, "series_description": str,

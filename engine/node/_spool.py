@@ -680,4 +680,3 @@ class Loop(threading.Thread):
         """Wait up to ``seconds``, less if woken."""
         self._wake.wait(seconds)
         self._wake.clear()
-

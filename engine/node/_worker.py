@@ -122,8 +122,6 @@ class Worker(Loop):
         from asinfer.engine import SeriesCollector
 
         early = self._early.pop(run.series_uid, {})
-        if not early:
-            return self.classifier.predict_series(files, self.batch_size)
         fresh: dict[str, list] = {}
         for p in self.classifier.iter_predict([f for f in files if str(f) not in early], self.batch_size):
             fresh.setdefault(p.source, []).append(p)

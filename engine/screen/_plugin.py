@@ -30,4 +30,3 @@ class ClassifierPlugin(WorkerPlugin):
             classifier_for(self.spec)
         except Exception:
             log.debug("the worker could not load the model; its tasks will say why", exc_info=True)
-

@@ -41,5 +41,5 @@ HELD_OUT: dict[str, str] = {
 }
 
 __all__ = ["ANATOMIES", "HELD_OUT", "PROFILES", "TRAINING_ANATOMIES", "TRAINING_PROFILE", "AnatomyVariant",
-           "DatasetSummary", "Lesion", "as_rng", "check_dataset_args", "ScannerProfile", "Series", "generate_series", "meets_asas",
-           "series_labels", "write_dataset", "write_dicom_slice"]
+           "DatasetSummary", "Lesion", "ScannerProfile", "Series", "as_rng", "check_dataset_args", "generate_series",
+           "meets_asas", "series_labels", "write_dataset", "write_dicom_slice"]
