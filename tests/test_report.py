@@ -213,3 +213,50 @@ def test_cli_report_rows_exit_codes_and_no_patient_data_on_the_terminal(phantoms
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "highdicom" else real(n, *a))
     missing = runner.invoke(app, ["report", str(phantoms), "--out", str(tmp_path / "R3")])
     assert missing.exit_code == 2 and "pip install 'asinfer[dicom]'" in missing.stderr
+
+
+_REPORT_WITH = """
+import hashlib, importlib, json, sys
+from pathlib import Path
+from asinfer import engine
+lean = importlib.import_module("asinfer.engine._highdicom")
+full_map = importlib.import_module("highdicom._standard_utils").get_module_attribute_map  # before any patch
+mode, data, out = sys.argv[1:]
+if mode == "own":
+    lean._state["lean"] = False  # as if the installed highdicom differed from the extract
+clf = engine.load(provider="cpu")
+for s in clf.predict_series(data):
+    assert clf.report(s, Path(out) / s.key).ok
+source = lean._source_path().read_bytes()
+print(json.dumps({"loaded_full_map": full_map.cache_info().currsize,
+                  "extract_current": lean.extract_root_attributes(source) == json.loads(lean.EXTRACT.read_text())}))
+"""
+
+
+def test_reports_use_the_shipped_extract_of_highdicoms_attribute_map_and_come_out_the_same(phantoms, tmp_path):
+    import subprocess
+    import sys
+
+    def write(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", _REPORT_WITH, mode, str(phantoms), str(tmp_path / mode)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    lean, own = write("lean"), write("own")
+    assert lean["extract_current"], "highdicom changed: regenerate with python -m asinfer.engine._highdicom"
+    assert (lean["loaded_full_map"], own["loaded_full_map"]) == (0, 1)
+
+    def timeless(item):  # the writing time differs between the two runs; every other value must not
+        if isinstance(item, list):
+            return [timeless(v) for v in item]
+        if isinstance(item, dict):
+            return {k: timeless(v) for k, v in item.items() if not (isinstance(v, dict) and v.get("vr") in ("DA", "TM", "DT"))}
+        return item
+
+    files = sorted(p.relative_to(tmp_path / "own") for p in (tmp_path / "own").rglob("*.dcm"))
+    assert files and files == sorted(p.relative_to(tmp_path / "lean") for p in (tmp_path / "lean").rglob("*.dcm"))
+    for name in files:
+        own_file, lean_file = (pydicom.dcmread(tmp_path / mode / name) for mode in ("own", "lean"))
+        assert timeless(own_file.to_json_dict()) == timeless(lean_file.to_json_dict())
+        assert (own_file.StudyDate, own_file.PatientBirthDate) == (lean_file.StudyDate, lean_file.PatientBirthDate)
