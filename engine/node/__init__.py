@@ -29,6 +29,8 @@ from ._metrics import Metric as Metric
 from ._metrics import METRICS as METRICS
 from ._metrics import Metrics as Metrics
 from ._node import Node as Node
+from ._process import WorkerProcess as WorkerProcess
+from ._process import WorkerStartError as WorkerStartError
 from ._node import serve_forever as serve_forever
 from ._scp import build_ae as build_ae
 from ._scp import OUT_OF_RESOURCES as OUT_OF_RESOURCES

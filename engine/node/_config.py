@@ -112,6 +112,7 @@ class NodeConfig:
     threads: int | None = None  # CPU threads for inference; None: all cores
     batch_size: int = 8  # slices per inference call
     predict_early: bool = True  # an idle worker predicts the slices of series still arriving
+    worker_process: bool = True  # the worker runs in a child process (false: a thread of the node's process)
     max_attempts: int = 3  # tries per series (a crash mid-processing counts) before it is marked failed
     destination: str | None = None  # AET@HOST:PORT to C-STORE results to; None: they stay in SPOOL/results/
     retry_initial: float = 5.0  # seconds before the first retry of a send; doubled per failure ...
@@ -274,7 +275,7 @@ def _build(values: dict[str, Any], where: str) -> NodeConfig:
 
 _TYPES = {"host": str, "port": int, "ae_title": str, "spool": Path, "quiet_period": float, "allow_ae": tuple,
           "max_associations": int, "max_pdu_size": int, "model": Path, "provider": str, "threads": int,
-          "batch_size": int, "predict_early": bool, "max_attempts": int, "destination": str, "retry_initial": float,
+          "batch_size": int, "predict_early": bool, "worker_process": bool, "max_attempts": int, "destination": str, "retry_initial": float,
           "retry_max": float, "max_send_attempts": int, "allow_peer": tuple, "expected_instances": int, "expected_from_header": bool,
           "retention_period": float, "metrics_host": str, "metrics_port": int, "tls_cert": Path, "tls_key": Path,
           "tls_ca": Path, "destination_tls_ca": Path, "destination_tls_cert": Path, "destination_tls_key": Path,

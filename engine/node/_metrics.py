@@ -63,6 +63,7 @@ METRICS = (
     Metric("results_sent", "counter", "Result files stored at the destination."),
     Metric("send_failures", "counter", "Failed tries to store a result file at the destination."),
     Metric("instances_predicted_early", "counter", "Instances predicted while their series was still arriving."),
+    Metric("worker_restarts", "counter", "Times the worker process died unasked and was started again."),
     Metric("queue_depth", "gauge", "Complete runs waiting for the worker."),
     Metric("outbox_depth", "gauge", "Result files waiting to be stored at the destination."),
     Metric("runs", "gauge", "Runs in the spool, by state.", "state"),

@@ -11,6 +11,7 @@ import time
 
 from ._config import Destination, NodeConfig
 from ._metrics import Metrics, MetricsServer
+from ._process import WorkerProcess
 from ._scp import StoreHandler, destination_tls_context, start_server
 from ._sender import Sender
 from ._spool import STATES, Spool
@@ -26,7 +27,8 @@ class Node:
 
     Args:
         config: see :class:`NodeConfig`.
-        classifier: a loaded :class:`~asinfer.engine.Classifier`; None loads ``config.model``.
+        classifier: a loaded :class:`~asinfer.engine.Classifier`, used by a worker thread; None loads
+            ``config.model`` in a worker process (``config.worker_process``, the default) or thread.
         process: False receives and completes series but runs no worker (nothing is processed).
 
     Example:
@@ -54,11 +56,16 @@ class Node:
 
         Raises:
             OSError: the spool cannot be used or the address cannot be bound.
-            ModelError, ValueError: the model cannot be loaded.
+            ModelError, ValueError: the model cannot be loaded (in a worker thread).
+            WorkerStartError: the worker process could not load it (the reason in the message).
             ModuleNotFoundError: pynetdicom or highdicom is missing (the ``node`` extra).
         """
-        import highdicom  # noqa: F401  (the report writer needs it: fail at start, not at the first series)
+        import importlib.util
+
         import pynetdicom  # noqa: F401
+
+        if importlib.util.find_spec("highdicom") is None:  # the report writer's: fail at start, not at a series
+            raise ModuleNotFoundError("No module named 'highdicom'", name="highdicom")  # (imported by the worker)
 
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO/DEBUG lines quote dataset values
         self.spool = Spool.open(self.config.spool)
@@ -82,15 +89,22 @@ class Node:
         elif self.spool.outbox_depth():
             log.warning("event=outbox-waiting files=%d why=no-destination", self.spool.outbox_depth())
         if self.process:
-            if self.classifier is None:
-                from asinfer import engine
+            on_queued = self.sender.wake if self.sender is not None else None
+            if self.classifier is None and config.worker_process:
+                self.worker = WorkerProcess(self.spool, config, send=self.sender is not None, on_queued=on_queued,
+                                            metrics=self.metrics)
+            else:
+                import highdicom  # noqa: F401  (~18 MB: imported only where the worker runs)
 
-                self.classifier = engine.load(self.config.model, provider=self.config.provider,
-                                              threads=self.config.threads)
-            self.worker = Worker(self.spool, self.classifier, batch_size=config.batch_size,
-                                 max_attempts=config.max_attempts, send=self.sender is not None,
-                                 on_queued=self.sender.wake if self.sender is not None else None,
-                                 metrics=self.metrics, early=config.select if config.predict_early else None)
+                if self.classifier is None:
+                    from asinfer import engine
+
+                    self.classifier = engine.load(self.config.model, provider=self.config.provider,
+                                                  threads=self.config.threads)
+                self.worker = Worker(self.spool, self.classifier, batch_size=config.batch_size,
+                                     max_attempts=config.max_attempts, send=self.sender is not None,
+                                     on_queued=on_queued, metrics=self.metrics,
+                                     early=config.select if config.predict_early else None)
             self.worker.start()
         self.handler = StoreHandler(self.spool, on_stored=self._stored, metrics=self.metrics)
         if config.metrics_port is not None:

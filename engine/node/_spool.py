@@ -167,8 +167,11 @@ class Spool:
         self._busy: Counter[str] = Counter()  # series with writes in flight: not complete yet
 
     @classmethod
-    def open(cls, root: Path) -> Spool:
+    def open(cls, root: Path, *, lock: bool = True) -> Spool:
         """Open (creating if needed) the spool at ``root`` and lock it for this process.
+
+        ``lock=False`` is for the node's own worker process, which shares the spool with the node that
+        holds the lock.
 
         Raises:
             OSError: the folder cannot be made, or another node holds the spool.
@@ -179,7 +182,7 @@ class Spool:
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
                 fsync_dir(folder.parent)
-        lock_fd = _lock(root / ".lock")
+        lock_fd = _lock(root / ".lock") if lock else None
         try:
             db = sqlite3.connect(root / "state.sqlite", isolation_level=None, check_same_thread=False, timeout=30)
             db.row_factory = sqlite3.Row
@@ -471,6 +474,21 @@ class Spool:
         a series that crashes the node must not crash it forever); half-written results and instance
         files that were never acknowledged are removed.
         """
+        released = self.release_processing(max_attempts)
+        with self._cond:
+            known = {row[0] for row in self._db.execute("SELECT file FROM instances")}
+        orphans = 0
+        for folder in self.instances.iterdir():
+            for path in folder.iterdir() if folder.is_dir() else ():
+                if path.relative_to(self.root).as_posix() not in known:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                        orphans += 1
+        return {**released, "unacknowledged": orphans}
+
+    def release_processing(self, max_attempts: int) -> dict[str, int]:
+        """Runs left ``processing`` by a worker that died: back to ``complete``, or ``failed`` once they
+        used ``max_attempts``; their half-written results removed. Call only while no worker runs."""
         now = time.time()
         with self._cond, self._tx() as db:
             retried = db.execute("UPDATE runs SET state = 'complete', updated_at = ? "
@@ -479,19 +497,11 @@ class Spool:
                 "UPDATE runs SET state = 'failed', reason = 'interrupted', updated_at = ?, message = "
                 "'processing was interrupted ' || attempts || ' time(s) (a crash or a kill)' "
                 "WHERE state = 'processing'", (now,)).rowcount
-            known = {row[0] for row in db.execute("SELECT file FROM instances")}
         partial = 0
         for tmp in self.results.glob(".tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
             partial += 1
-        orphans = 0
-        for folder in self.instances.iterdir():
-            for path in folder.iterdir() if folder.is_dir() else ():
-                if path.relative_to(self.root).as_posix() not in known:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-                        orphans += 1
-        return {"retried": retried, "failed": given_up, "partial_results": partial, "unacknowledged": orphans}
+        return {"retried": retried, "failed": given_up, "partial_results": partial}
 
     def resume_receiving(self, now: float | None = None) -> int:
         """Give every run still ``receiving`` a fresh quiet period from ``now`` (call when listening again).
@@ -659,10 +669,10 @@ class Loop(threading.Thread):
     on :meth:`sleep` between rounds; ``stop`` lets the item at hand finish.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, events=None) -> None:
         super().__init__(name=name, daemon=True)
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        # (wake, stopping): threading.Event by default; multiprocessing.Event when run in a child process
+        self._wake, self._stopping = events or (threading.Event(), threading.Event())
 
     def wake(self) -> None:
         """There may be something to do."""

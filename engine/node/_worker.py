@@ -39,8 +39,8 @@ class Worker(Loop):
 
     def __init__(self, spool: Spool, classifier, *, batch_size: int = 8, max_attempts: int = 3,
                  send: bool = False, on_queued=None, metrics: Metrics | None = None,
-                 early: Selection | None = None) -> None:
-        super().__init__("asinfer-worker")
+                 early: Selection | None = None, events=None, on_processed=None) -> None:
+        super().__init__("asinfer-worker", events)
         self.spool = spool
         self.classifier = classifier
         self.batch_size = batch_size
@@ -49,6 +49,7 @@ class Worker(Loop):
         self._on_queued = on_queued or (lambda: None)
         self.metrics = metrics or Metrics()
         self.processed = 0  # runs this worker brought to done or failed
+        self._on_processed = on_processed or (lambda: None)
         self.early = early  # predict arriving series that these rules do not already rule out; None: never
         self._early: dict[str, dict[str, list]] = {}  # series UID -> instance file -> its predictions
 
@@ -79,6 +80,7 @@ class Worker(Loop):
                       type(exc).__name__, state)
         if state != "complete":
             self.processed += 1
+            self._on_processed()
         self._count(run, state)
         log.info("event=run-%s run=%d number=%d attempt=%d seconds=%.3f", state, run.id, run.run, run.attempts,
                  time.monotonic() - started)
