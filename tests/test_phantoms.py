@@ -206,6 +206,20 @@ def test_mimic_rate_scales_the_mimics_and_leaves_everything_else():
         generate_series(1, slices=2, size=64, positive=False, mimic_rate=1.5)
 
 
+def test_lesion_range_large_draws_only_large_bright_lesions_and_keeps_the_truth():
+    def lesion_area(lesion_range: str) -> float:
+        series = [generate_series(400 + k, slices=6, size=128, positive=True, lesion_range=lesion_range)
+                  for k in range(8)]
+        assert all(s.label == 1 for s in series)
+        return float(np.mean([m.mean() for s in series for m in s.masks if m.any()]))
+
+    wide = generate_series(11, slices=4, size=96, positive=True, lesion_range="wide")
+    np.testing.assert_array_equal(wide.images, generate_series(11, slices=4, size=96, positive=True).images)
+    assert lesion_area("large") > 1.3 * lesion_area("wide")  # 1.5x on these seeds
+    with pytest.raises(ValueError, match="lesion_range"):
+        generate_series(1, slices=2, size=64, positive=True, lesion_range="huge")
+
+
 def _relative_noise(img: np.ndarray) -> float:
     """Robust noise estimate: MAD of neighbour differences over the bright end."""
     d = np.diff(img.astype(float), axis=1)

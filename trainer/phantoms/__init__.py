@@ -21,6 +21,7 @@ from ._dataset import check_dataset_args as check_dataset_args
 from ._dataset import series_labels as series_labels
 from ._dataset import write_dataset as write_dataset
 from ._dicom import write_dicom_slice as write_dicom_slice
+from ._lesions import LESION_RANGES as LESION_RANGES
 from ._lesions import Lesion as Lesion
 from ._lesions import meets_asas as meets_asas
 from ._profiles import PROFILES as PROFILES

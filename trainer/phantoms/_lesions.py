@@ -76,22 +76,33 @@ def meets_asas(lesions_per_slice: list[list[Lesion]]) -> bool:
     return any(a and b for a, b in zip(counts, counts[1:]))
 
 
-def plan_lesions(rng: np.random.Generator, n_slices: int, positive: bool) -> list[LesionPlan]:
-    """Draw the oedema lesions of a series; a positive plan always meets ASAS."""
+#: Lesion size (length along the joint, depth into the bone, mm) and added intensity, by name. ``wide`` is the
+#: training distribution: small faint foci to large bright ones. ``large`` is the range up to model 0.2.0 (only
+#: large, bright lesions): a curriculum's warm-up, where a network from scratch finds the lesion sooner.
+LESION_RANGES = {
+    "wide": {"length_mm": (5.0, 28.0), "depth_mm": (4.0, 16.0), "amplitude": (0.35, 0.85)},
+    "large": {"length_mm": (14.0, 28.0), "depth_mm": (9.0, 16.0), "amplitude": (0.5, 0.85)},
+}
+
+
+def plan_lesions(rng: np.random.Generator, n_slices: int, positive: bool,
+                 lesion_range: str = "wide") -> list[LesionPlan]:
+    """Draw the oedema lesions of a series (sizes from :data:`LESION_RANGES`); a positive plan always meets ASAS."""
     if not positive:
         return []
+    bounds = LESION_RANGES[lesion_range]
     count = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1]))
     plans: list[LesionPlan] = []
     for _ in range(40 * count):
         if len(plans) == count:
             break
-        cand = _draw_lesion(rng, len(plans), n_slices)
+        cand = _draw_lesion(rng, len(plans), n_slices, bounds)
         if not any(_overlaps(cand, p) for p in plans):
             plans.append(cand)
     return _ensure_asas(plans, n_slices)
 
 
-def _draw_lesion(rng: np.random.Generator, lesion_id: int, n_slices: int) -> LesionPlan:
+def _draw_lesion(rng: np.random.Generator, lesion_id: int, n_slices: int, bounds: dict) -> LesionPlan:
     span = min(n_slices, int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1])))
     return LesionPlan(
         lesion_id=lesion_id, side=int(rng.choice(SIDES)),
@@ -100,8 +111,8 @@ def _draw_lesion(rng: np.random.Generator, lesion_id: int, n_slices: int) -> Les
         # Sizes and brightness span small faint foci to large bright ones: the 0.2.0 range (14-28 x 9-16 mm,
         # amplitude 0.5-0.85) held only large, bright lesions, and the model missed small, faint oedema that
         # another generator drew (sensitivity 0.31 on its smallest third of lesions).
-        u=float(rng.uniform(0.15, 0.85)), length_mm=float(rng.uniform(5, 28)),
-        depth_mm=float(rng.uniform(4, 16)), amplitude=float(rng.uniform(0.35, 0.85)),
+        u=float(rng.uniform(0.15, 0.85)), length_mm=float(rng.uniform(*bounds["length_mm"])),
+        depth_mm=float(rng.uniform(*bounds["depth_mm"])), amplitude=float(rng.uniform(*bounds["amplitude"])),
     )
 
 

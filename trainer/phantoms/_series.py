@@ -8,7 +8,8 @@ import numpy as np
 from ._acquisition import Acquisition, acquire, as_stored, bias_field, sample_acquisition, store, stored_window
 from ._anatomy import Anatomy, render_anatomy, sample_anatomy, sample_tissues
 from ._canvas import Canvas, smooth_noise
-from ._lesions import Finding, Lesion, LesionPlan, meets_asas, plan_findings, plan_lesions, render_finding, render_lesion
+from ._lesions import (LESION_RANGES, Finding, Lesion, LesionPlan, meets_asas, plan_findings, plan_lesions,
+                       render_finding, render_lesion)
 from ._profiles import TRAINING_PROFILE, ScannerProfile, get_profile
 from ._variants import TRAINING_ANATOMIES, AnatomyVariant, get_anatomy
 
@@ -92,7 +93,8 @@ def _pick_anatomy(rng: np.random.Generator, anatomy: str | AnatomyVariant | None
 
 def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, positive: bool,
                     profile: str | ScannerProfile = TRAINING_PROFILE, patient_id: str | None = None,
-                    anatomy: str | AnatomyVariant | None = None, mimic_rate: float = 1.0) -> Series:
+                    anatomy: str | AnatomyVariant | None = None, mimic_rate: float = 1.0,
+                    lesion_range: str = "wide") -> Series:
     """Render one synthetic STIR series through the sacroiliac joints.
 
     Args:
@@ -110,6 +112,8 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
             the training variants (never the held-out ``elderly``).
         mimic_rate: scales the probability of every mimic (0: none, the
             first phase of a training curriculum; 1: the training distribution).
+        lesion_range: a name in LESION_RANGES: ``wide`` (the training distribution) or ``large`` (only
+            large, bright lesions: a curriculum's warm-up).
 
     Returns:
         A Series with uint8/uint16 images, per-slice and per-series truth.
@@ -125,6 +129,8 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
     _check_args(slices, size)
     if not 0.0 <= mimic_rate <= 1.0:
         raise ValueError(f"mimic_rate={mimic_rate!r} must be between 0 (no mimics) and 1 (the training distribution).")
+    if lesion_range not in LESION_RANGES:
+        raise ValueError(f"lesion_range={lesion_range!r} is not one of {', '.join(LESION_RANGES)}.")
     prof = get_profile(profile)
     if anatomy is not None:
         get_anatomy(anatomy)  # a bad name fails before any drawing
@@ -132,7 +138,7 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
     pid = patient_id if patient_id is not None else f"PH{int(rng.integers(10**6)):06d}"
     for _ in range(_MAX_TRIES):
         series = _render(rng, int(slices), size, bool(positive), prof, pid, _pick_anatomy(rng, anatomy),
-                         mimic_rate)
+                         mimic_rate, lesion_range)
         if bool(series.label) == bool(positive):
             return series
     raise RuntimeError(f"could not render an ASAS-positive series in {_MAX_TRIES} tries (size={size})")
@@ -148,10 +154,10 @@ def _slice_levels(rng, acq: Acquisition, n: int) -> tuple[list[float], list[floa
 
 
 def _render(rng, n: int, size, positive: bool, prof, pid: str, variant: AnatomyVariant,
-            mimic_rate: float = 1.0) -> Series:
+            mimic_rate: float = 1.0, lesion_range: str = "wide") -> Series:
     acq = sample_acquisition(rng, prof, size)
     anatomy = sample_anatomy(rng, variant, sample_tissues(rng, acq.fat_residual, variant))
-    plans = plan_lesions(rng, n, positive)
+    plans = plan_lesions(rng, n, positive, lesion_range)
     findings = plan_findings(rng, n, positive, plans, mimic_rate)
     z, levels = _slice_levels(rng, acq, n)
     canvas = Canvas(acq.size, acq.mm_to_px((0.0, anatomy.sacrum_y - 15.0)), acq.spacing / acq.scale)
