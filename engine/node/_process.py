@@ -8,8 +8,8 @@ SQLite state stays the only contract between the two. The child sends its counte
 histogram observations, log records and "results queued" notices back over a queue; the parent relays
 them, so ``/metrics`` and the log look as they do with a thread.
 
-The child dies with the node (``PR_SET_PDEATHSIG`` on Linux): a ``kill -9`` of the node leaves no
-worker behind to race the next one. If the child dies on its own (a crash in native code), its run
+The child dies with the node (``PR_SET_PDEATHSIG`` on Linux, a watch on its parent elsewhere): a
+``kill -9`` of the node leaves no worker behind to race the next one. If the child dies on its own (a crash in native code), its run
 goes back to ``complete`` (or ``failed`` after ``max_attempts``, as after a node crash) and a new child
 starts after a back-off.
 """
@@ -246,14 +246,21 @@ def _child_main(root: str, options: dict, wake, stopping, events) -> None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this process when its parent dies (no-op elsewhere); exit if it already has."""
+    """End this process when the node dies: at once on Linux (PR_SET_PDEATHSIG), within a second elsewhere
+    (a thread that watches for the parent to change); at once if it already has."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+    threading.Thread(target=watch, name="asinfer-parent-watch", daemon=True).start()
 
 
 def _relay_logging(events, level: int) -> None:
