@@ -89,3 +89,32 @@ def test_the_worker_process_dies_with_a_killed_node(tmp_path):
     finally:
         if serve.proc.poll() is None:
             serve.proc.kill()
+
+
+_ORPHAN = """
+import ctypes, importlib, os, sys, time
+def no_prctl(*args, **kwargs):
+    raise OSError("no prctl here")  # as on macOS: only the parent watch is left
+ctypes.CDLL = no_prctl
+importlib.import_module("asinfer.engine.node._process")._die_with_parent(int(sys.argv[1]))
+time.sleep(60)
+"""
+
+_NODE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(__import__("os").getpid())])
+print(child.pid, flush=True)
+time.sleep(1.0)  # the child is watching by now
+"""
+
+
+def test_without_pdeathsig_the_worker_still_notices_that_the_node_died(tmp_path):
+    import subprocess
+    import sys
+
+    node = subprocess.run([sys.executable, "-c", _NODE, _ORPHAN], capture_output=True, text=True, timeout=60)
+    pid = int(node.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid), "the worker outlived its node without PR_SET_PDEATHSIG"
