@@ -102,7 +102,8 @@ time.sleep(60)
 
 _NODE = """
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(__import__("os").getpid())])
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(__import__("os").getpid())],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
 time.sleep(1.0)  # the child is watching by now
 """
