@@ -97,15 +97,18 @@ def no_prctl(*args, **kwargs):
     raise OSError("no prctl here")  # as on macOS: only the parent watch is left
 ctypes.CDLL = no_prctl
 importlib.import_module("asinfer.engine.node._process")._die_with_parent(int(sys.argv[1]))
+open(sys.argv[2], "w").close()  # watching now
 time.sleep(60)
 """
 
 _NODE = """
-import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(__import__("os").getpid())],
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid()), sys.argv[2]],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
-time.sleep(1.0)  # the child is watching by now
+deadline = time.monotonic() + 30
+while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+    time.sleep(0.05)
 """
 
 
@@ -113,8 +116,11 @@ def test_without_pdeathsig_the_worker_still_notices_that_the_node_died(tmp_path)
     import subprocess
     import sys
 
-    node = subprocess.run([sys.executable, "-c", _NODE, _ORPHAN], capture_output=True, text=True, timeout=60)
+    watching = tmp_path / "watching"
+    node = subprocess.run([sys.executable, "-c", _NODE, _ORPHAN, str(watching)], capture_output=True, text=True,
+                          timeout=60)
     pid = int(node.stdout.split()[0])
+    assert watching.exists(), "the worker never started watching"
     deadline = time.monotonic() + 10
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
