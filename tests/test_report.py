@@ -107,11 +107,13 @@ def test_sr_content_tree_holds_the_decision_the_model_and_the_references(shipped
         assert (sources[0].Manufacturer, "109101") in purposes  # the scanner, acquisition equipment
 
 
-def test_secondary_capture_burns_the_evidence_into_the_driving_slices(reported):
+def test_secondary_capture_burns_the_evidence_into_the_driving_slices(shipped, reported):
     series, files = reported
+    heated = 0
     for s, f in zip(series, files):
         assert len(f.sc) == len(s.driving) >= 1
         sources = {p.identity.sop_uid: pydicom.dcmread(p.source) for p in s.slices}
+        paths = {p.identity.sop_uid: p.source for p in s.slices}
         for path in f.sc:
             sc = pydicom.dcmread(path)
             assert sc.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
@@ -123,9 +125,14 @@ def test_secondary_capture_burns_the_evidence_into_the_driving_slices(reported):
             pixels = hd.imread(path).get_frame(1)
             assert pixels.shape == (source.Rows, source.Columns, 3)
             red, green = pixels[..., 0].astype(int), pixels[..., 1].astype(int)
-            if s.label == "AS":  # a confident negative's CAM may be zero everywhere: no heat to draw
-                assert np.abs(red - green).max() > 60, "a heat map is burned in (a grey slice has R == G)"
+            (explained,) = shipped.explain([paths[sc.SourceImageSequence[0].ReferencedSOPInstanceUID]])
+            if explained.cam.max() > 0:  # evidence: a heat map is burned in (a grey slice has R == G)
+                assert np.abs(red - green).max() > 60
+                heated += 1
+            else:  # a CAM that is zero everywhere draws no heat (the caption says so)
+                assert np.array_equal(red, green)
             assert list(sc.PatientOrientation) == ["L", "P"]  # axial phantoms: rows run to the left, columns back
+    assert heated >= 1  # the positive phantom's evidence shows somewhere
 
 
 def test_the_same_series_and_model_give_the_same_uids_and_whole_files(shipped, phantoms, reported, tmp_path):
