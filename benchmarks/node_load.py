@@ -8,7 +8,8 @@ this process that keeps every SR and Secondary Capture it receives and when. Rep
 received (acknowledged instances over the sending time), series end-to-end latency (the series' last
 instance acknowledged -> its SR stored at the destination) p50/p95 minus the quiet period, the peak
 RSS (VmHWM) of the node process and its worker process, summed, and the count check: every instance
-acknowledged = received by the node, every series processed, one SR per series and at least one Secondary Capture, no duplicates. Targets
+acknowledged = received by the node, every series processed, one SR per series and at least one
+Secondary Capture, no duplicates. Targets
 (issue 14, on a 2-core box): p50 latency <= quiet period + 1.5 s for 24 slices, peak RSS <= 400 MB.
 
 Prints a table; exits 1 when a check fails (``--no-targets`` leaves the two targets out of the verdict,

@@ -32,10 +32,10 @@ _state: dict[str, bool] = {}
 
 def extract_root_attributes(raw: bytes) -> dict:
     """The root-level attributes of every module in highdicom's map (``raw``: the JSON file's bytes)."""
-    full = json.loads(raw)
-    modules = {key: [item["keyword"] for item in items if not item["path"]] for key, items in full.items()}
-    types = {key: [item["type"] for item in items if not item["path"]] for key, items in full.items()}
-    return {"source_sha256": hashlib.sha256(raw).hexdigest(), "modules": modules, "types": types}
+    root = {key: [item for item in items if not item["path"]] for key, items in json.loads(raw).items()}
+    return {"source_sha256": hashlib.sha256(raw).hexdigest(),
+            "modules": {key: [item["keyword"] for item in items] for key, items in root.items()},
+            "types": {key: [item["type"] for item in items] for key, items in root.items()}}
 
 
 def use_root_attribute_map() -> bool:

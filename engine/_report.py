@@ -121,9 +121,9 @@ def write_report(series: SeriesResult, explanations: list[Explanation], out: Pat
 
 def _write(series, explanations, out, manifest, artifact, rule, labels, version, run) -> ReportFiles:
     from highdicom import ContributingEquipment
+    from pydicom.sr.codedict import codes
 
     use_root_attribute_map()  # ~110 MB less at the first report
-    from pydicom.sr.codedict import codes
 
     slices = [(p, p.identity) for p in series.slices if _identity(p)]
     header = _header(slices[0][0].source)

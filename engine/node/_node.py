@@ -94,8 +94,6 @@ class Node:
                 self.worker = WorkerProcess(self.spool, config, send=self.sender is not None, on_queued=on_queued,
                                             metrics=self.metrics)
             else:
-                import highdicom  # noqa: F401  (~18 MB: imported only where the worker runs)
-
                 if self.classifier is None:
                     from asinfer import engine
 

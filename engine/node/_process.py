@@ -62,7 +62,6 @@ class WorkerProcess:
         self._supervisor: threading.Thread | None = None
         self._stop_local = threading.Event()
         self.processed = 0  # runs the children brought to done or failed
-        self.restarts = 0
 
     # --- the thread interface -----------------------------------------------------------------------
 
@@ -152,7 +151,6 @@ class WorkerProcess:
             if self._stop_local.wait(delay):
                 return
             delay = min(delay * 2, self.RESTART_MAX)
-            self.restarts += 1
             self.metrics.inc("worker_restarts")
             self._spawn()
 
@@ -267,7 +265,6 @@ def _relay_logging(events, level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(_LogQueue(events))]
     root.setLevel(level)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
 class _LogQueue:
