@@ -60,6 +60,7 @@ from .bundle import Artifact as Artifact
 from .bundle import ArtifactCheck as ArtifactCheck
 from .bundle import InputSpec as InputSpec
 from .bundle import Manifest as Manifest
+from .bundle import OutputSpec as OutputSpec
 from .bundle import ParityRecord as ParityRecord
 from .bundle import PreprocessSpec as PreprocessSpec
 from .bundle import Tolerance as Tolerance

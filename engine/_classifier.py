@@ -148,7 +148,18 @@ class Classifier:
         yield from self._infer(pending)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Raw inference: uint8 ``[N, H, W, 1]`` -> probabilities ``[N]`` (float32)."""
+        """Inference on preprocessed slices: uint8 ``[N, H, W, 1]`` -> probabilities ``[N]`` (float32).
+
+        The manifest's definition of a slice's probability: the graph's output, or with
+        ``output.mirror_average`` the mean of the outputs for the slice and its left-right mirror.
+        """
+        if not self.manifest.output.mirror_average:
+            return self.run_graph(batch)
+        both = self.run_graph(np.concatenate([batch, batch[:, :, ::-1]]))
+        return _halves_mean(both, len(batch))
+
+    def run_graph(self, batch: np.ndarray) -> np.ndarray:
+        """One pass of the graph, without test-time mirroring: uint8 ``[N, H, W, 1]`` -> outputs ``[N]``."""
         return self._session.run([self._output], {self._input: batch})[0].reshape(-1)
 
     @property
@@ -165,8 +176,14 @@ class Classifier:
         """
         if self._head is None:
             raise ValueError(f"{self.artifact.file} has no Grad-CAM outputs; re-convert the model to explain it")
-        probs, features = self._session.run([self._output, "features"], {self._input: batch})
-        return probs.reshape(-1), grad_cam(features, self._head)
+        mirror = self.manifest.output.mirror_average
+        feed = np.concatenate([batch, batch[:, :, ::-1]]) if mirror else batch
+        probs, features = self._session.run([self._output, "features"], {self._input: feed})
+        probs, cams = probs.reshape(-1), grad_cam(features, self._head)
+        if not mirror:
+            return probs, cams
+        n = len(batch)  # the mirror's map is turned back before the two are averaged
+        return _halves_mean(probs, n), (cams[:n] + cams[n:, :, ::-1]) * np.float32(0.5)
 
     def explain(self, sources: Source | Iterable[Source], frames: set[tuple[str, int]] | None = None) -> list[Explanation]:
         """Predictions with their Grad-CAM evidence, slice by slice (a secondary path: read, then explain).
@@ -197,7 +214,7 @@ class Classifier:
         """The warm-up run; it also fetches the head's weights when the graph exposes them."""
         names = {o.name for o in self._session.get_outputs()}
         if not set(EVIDENCE_OUTPUTS) <= names:
-            self.run(zeros)
+            self.run_graph(zeros)
             return None
         _, features, w1, b1, w2 = self._session.run([self._output, *EVIDENCE_OUTPUTS], {self._input: zeros})
         return Head.from_outputs(w1, b1, w2, channels=features.shape[1])
@@ -279,3 +296,8 @@ class Classifier:
         return write_report(series, evidence, Path(out), manifest=self.manifest, artifact=self.artifact,
                             rule=self.series_rule, labels=self.manifest.labels, software_version=__version__,
                             run=run)
+
+
+def _halves_mean(values: np.ndarray, n: int) -> np.ndarray:
+    """The mean of ``values[:n]`` and ``values[n:]`` (a batch followed by its mirror)."""
+    return ((values[:n] + values[n:]) * np.float32(0.5)).astype(np.float32)

@@ -27,7 +27,7 @@ from ._parity import ParityRecord, record_from_dict
 from ._schema import SchemaError, build_dataclass, to_json_data
 from ._series import SeriesRule
 
-SCHEMA_VERSION = 3  # 3: series_rule; 2: typed parity records (reference, intervals, verdict); 1 and 2 still read
+SCHEMA_VERSION = 4  # 4: output.mirror_average; 3: series_rule; 2: typed parity records (reference, intervals, verdict); 1 and 2 still read
 METADATA_KEY = "asinfer.manifest"
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is kilobytes; refuse to parse a runaway file
@@ -49,11 +49,17 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What the graph returns: the positive-class probability per slice."""
+    """What the graph returns: the positive-class probability per slice.
+
+    ``mirror_average``: a slice's probability is the mean of the graph's outputs for the image and
+    for its left-right mirror (test-time mirroring, as nnU-Net does by default): the decision cannot
+    depend on which side is on the left, at twice the inference work. Schema 4; older bundles: off.
+    """
 
     name: str = "probability"
     dtype: str = "float32"
     activation: str = "sigmoid"
+    mirror_average: bool = False
 
 
 @dataclass(frozen=True)

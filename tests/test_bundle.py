@@ -36,6 +36,7 @@ def test_manifest_json_round_trip(tiny_bundle):
     ({"preprocessing": {"clahe_tile_grid": [0, 0]}}, "clahe_tile_grid"),
     ({"preprocessing": {"clahe_clip_limit": -1}}, "clahe_clip_limit"),
     ({"preprocessing": {"resize_down": "bicubic"}}, "resize_down 'bicubic' is not one of"),
+    ({"output": {"mirror_average": "yes"}}, r"output.mirror_average: expected true or false, got the string .yes."),
     ({"training": {"a": json.loads("[" * 40 + "1" + "]" * 40)}}, "nested deeper"),
     ({"parity": {"onnx-int8": {"n": "many"}}}, r"parity.onnx-int8"),
     ({"colour": "blue"}, "unknown field"),

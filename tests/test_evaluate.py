@@ -83,3 +83,18 @@ def test_evaluate_reports_intervals_flips_and_records_into_the_card(tiny_bundle,
     text = write_card(bundle).read_text()
     assert "## Per condition" in text and "| small 8-bit | bit depth |" in text and "| target | limit |" in text
     assert json.loads((bundle / "manifest.json").read_text())["metrics"]["conditions"]["patients"] == 4
+    assert all(row["flip_changed_network"] is None for row in result["conditions"])  # no mirroring: the same
+
+
+def test_a_mirror_averaged_bundle_changes_no_label_and_reports_the_network_alone(tmp_path):
+    from asinfer.trainer.card import write_card
+    from asinfer.trainer.tiny import write_tiny_bundle
+
+    bundle = tmp_path / "mirrored"
+    write_tiny_bundle(bundle, size=32, formats=("onnx-fp32",), mirror_average=True, bias=0.02)
+    condition = Condition("small", "in-distribution", generator={"size": 96}, seed=11)
+    result = evaluate(bundle, patients=4, conditions=(condition,), progress=lambda _: None)
+    (row,) = result["conditions"]
+    assert row["flip_changed"] == 0.0 and 0.0 <= row["flip_changed_network"] <= 1.0
+    record(bundle, result)
+    assert "the network alone changes" in write_card(bundle).read_text()

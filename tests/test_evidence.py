@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,29 @@ def test_every_onnx_format_carries_the_explanation_outputs(tiny_converted, fmt):
     x = np.load(tiny_converted[0] / "holdout.npz")["images"][:4]
     probs, cams = clf.run_explained(x)
     assert clf.can_explain and cams.shape[0] == 4 and (cams >= 0).all()
+    np.testing.assert_array_equal(probs, clf.run(x))
+
+
+def test_mirror_averaged_evidence_turns_the_mirrors_map_back(tmp_path):
+    """With output.mirror_average the CAM is the mean of the slice's map and its mirror's map turned back
+    (the shipped model, whose maps are not symmetric, rewritten as a mirroring bundle)."""
+    import shutil
+    from dataclasses import replace
+
+    from asinfer.trainer.bundle import write_bundle
+
+    plain = engine.load(provider="cpu", artifact="onnx-int8", threads=1)
+    shutil.copy(engine.default_model() / plain.artifact.file, tmp_path / plain.artifact.file)
+    manifest = replace(plain.manifest, output=replace(plain.manifest.output, mirror_average=True), artifacts=())
+    write_bundle(tmp_path, manifest, {"onnx-int8": plain.artifact.file})
+    clf = engine.load(tmp_path, provider="cpu", threads=1)
+    samples = Path(__file__).resolve().parents[1] / "docs" / "samples"
+    x = plain.preprocessor(list(engine.load_frames(sorted(samples.rglob("P0000_s0[2-6].dcm")))))
+    (p0, c0), (p1, c1) = plain.run_explained(x), plain.run_explained(np.ascontiguousarray(x[:, :, ::-1]))
+    probs, cams = clf.run_explained(x)
+    assert not np.allclose(c0, c1[:, :, ::-1])  # the two maps differ: a wrong turn would show
+    np.testing.assert_allclose(probs, (p0 + p1) / 2, rtol=1e-6)
+    np.testing.assert_allclose(cams, (c0 + c1[:, :, ::-1]) / 2, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(probs, clf.run(x))
 
 

@@ -239,3 +239,21 @@ def test_the_warm_up_runs_all_its_epochs_early_stopping_only_in_the_main_phase(t
     epochs = [m.split(":")[0] for m in messages if m.startswith("epoch ")]
     assert epochs == ["epoch 1", "epoch 2", "epoch 3", "epoch 4"] and manifest.training["epochs_run"] == 4
     assert [m for m in messages if m.startswith("training epochs")][1].startswith("training epochs 4-4")
+
+
+@requires_tf
+def test_mirror_average_fits_on_the_same_scores_the_engine_gives(tiny_run):
+    """The trainer's validation scores with mirror_average are the engine's definition: the mean over
+    each slice and its left-right mirror (so the threshold is fitted on what the bundle will output)."""
+    import importlib
+
+    import keras
+
+    train = importlib.import_module("asinfer.trainer.train")
+    model = keras.models.load_model(tiny_run / "model.keras")
+    x = np.load(tiny_run / "holdout.npz")["images"][:6]
+    plain = model.predict(x, verbose=0).reshape(-1)
+    mirrored = model.predict(np.ascontiguousarray(x[:, :, ::-1]), verbose=0).reshape(-1)
+    assert np.abs(plain - mirrored).max() > 1e-4
+    np.testing.assert_allclose(train._predict(model, x, mirror_average=True), (plain + mirrored) / 2, rtol=1e-5)
+    np.testing.assert_allclose(train._predict(model, x), plain, rtol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from asinfer.engine.bundle import Manifest, ParityRecord, read_manifest
@@ -174,6 +175,7 @@ def _conditions_section(m) -> list[str]:
              f"positive; {result.get('artifact')} at slice threshold {_num(result.get('threshold'))} and series rule "
              f"{result.get('series_rule', {}).get('kind')} at {_num(result.get('series_rule', {}).get('threshold'))}.",
              *_validation_line(result.get("validation")),
+             *_mirror_line(result.get("conditions", [])),
              "",
              "| condition | group | slice AUC | sens. | spec. | series AUC | sens. | spec. | flip changes | int8 = Keras |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -189,6 +191,16 @@ def _conditions_section(m) -> list[str]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t.get("met")]
         lines.append(f"| {t.get('target')} | {t.get('limit')} | {_num(t.get('worst'))} | {t.get('where') or ''} | {met} |")
     return [*lines, "", "Reproduce: `python -m asinfer.trainer.evaluate BUNDLE --keras RUN/model.keras --record`.", ""]
+
+
+def _mirror_line(rows: list[dict]) -> list[str]:
+    """With test-time mirroring a mirror changes no label by construction; say what the network alone does."""
+    alone = [row["flip_changed_network"] for row in rows if row.get("flip_changed_network") is not None]
+    if not alone:
+        return []
+    return [f"Each slice's probability is the mean over the slice and its left-right mirror "
+            f"(`output.mirror_average`), so a mirror cannot change a label; the network alone changes "
+            f"{_num(min(alone))}-{_num(max(alone))} of the labels under a mirror (median {_num(statistics.median(alone))})."]
 
 
 def _stability_section(m) -> list[str]:
@@ -226,7 +238,7 @@ def _recipe(cfg: dict) -> str:
     keys = ("image_size", "weights", "batch_norm", "warmup_epochs", "warmup_size", "warmup_freeze_blocks",
             "warmup_synth", "freeze_blocks", "epochs", "batch_size", "learning_rate", "learning_rate_after_warmup",
             "bn_reestimate_batches", "patience", "rotation", "shift", "zoom", "flip", "gamma", "contrast", "noise",
-            "blur", "bias", "preprocessing", "seed")
+            "blur", "bias", "preprocessing", "mirror_average", "seed")
     # Knobs left at their off value (0, None, {}) are v1 defaults; naming them would only add noise.
     return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg and cfg[k] not in (None, {}, 0, 0.0)
                      or k in ("warmup_epochs", "freeze_blocks", "seed") and k in cfg)

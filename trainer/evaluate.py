@@ -101,7 +101,7 @@ def evaluate(bundle: Path | None = None, patients: int = 40, conditions: tuple[C
              keras_model: Path | None = None, progress: Callable[[str], None] = log.info) -> dict:
     """Measure ``bundle`` on every condition; returns ``{"conditions": [...], "targets": [...], ...}``."""
     clf = engine.load(bundle, provider="cpu")
-    reference = _keras(keras_model) if keras_model else None
+    reference = _keras(keras_model, clf.manifest.output.mirror_average) if keras_model else None
     rows = []
     for condition in conditions:
         started = time.time()
@@ -134,14 +134,18 @@ def _with_drift(rates: dict, validation: dict) -> dict:
 def _measure(clf, condition: Condition, patients: int, reference) -> dict:
     generate = _source(condition.source)
     rng = np.random.SeedSequence(condition.seed)
-    labels, probs, flipped, agree, series_of, truth = [], [], [], [], [], []
+    labels, probs, flipped, agree, series_of, truth, graph, graph_flipped = [], [], [], [], [], [], [], []
     for k, child in enumerate(rng.spawn(patients)):
         series = generate(child, slices=SLICES, positive=bool(k % 2), patient_id=f"E{k:03d}", **condition.generator)
         frames = [_frame(series, i, condition.export, f"E{k:03d}_s{i}") for i in range(len(series.images))]
         batch = clf.preprocessor(frames)
         p = clf.run(batch)
         probs += p.tolist()
-        flipped += clf.run(clf.preprocessor([_mirrored(f) for f in frames])).tolist()
+        mirrored = clf.preprocessor([_mirrored(f) for f in frames])
+        flipped += clf.run(mirrored).tolist()
+        if clf.manifest.output.mirror_average:  # what the network alone does under a mirror
+            graph += clf.run_graph(batch).tolist()
+            graph_flipped += clf.run_graph(mirrored).tolist()
         labels += [int(v) for v in series.slice_labels]
         series_of += [k] * len(frames)
         truth.append(int(series.label))
@@ -162,6 +166,9 @@ def _measure(clf, condition: Condition, patients: int, reference) -> dict:
                    "auc_95": _interval(np.array(truth), np.array([d[0] for d in decided]), np.arange(patients)),
                    **_with_drift(_rates(np.array(truth), np.array([d[1] for d in decided])), validation["series"])},
         "flip_changed": _r(float((positive != positive_flipped).mean())),
+        "flip_changed_network": (_r(float(((np.array(graph) >= clf.threshold)
+                                           != (np.array(graph_flipped) >= clf.threshold)).mean()))
+                                 if graph else None),
         "agreement": _r(float(np.mean(agree))) if agree else None,
     }
 
@@ -244,11 +251,13 @@ def _interval(labels: np.ndarray, scores: np.ndarray, group: np.ndarray, reps: i
     return [_r(v) for v in np.percentile(values, [2.5, 97.5])]
 
 
-def _keras(path: Path):
+def _keras(path: Path, mirror_average: bool = False):
     import keras
 
+    from .train import _predict
+
     model = keras.models.load_model(path, compile=False)
-    return lambda batch: model.predict(batch, batch_size=32, verbose=0).reshape(-1)
+    return lambda batch: _predict(model, batch, mirror_average)
 
 
 def _r(value) -> float | None:

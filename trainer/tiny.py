@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asinfer.engine import InputSpec, Manifest
+from asinfer.engine import InputSpec, Manifest, OutputSpec
 
 NOTICE = ("Structural stand-in with fixed, untrained weights: its outputs mean nothing. "
           "Research software, not a diagnostic device.")
@@ -82,7 +82,7 @@ def quantize_tiny(src: Path, dst: Path, size: int, seed: int = 0) -> None:
 
 
 def write_tiny_bundle(out: Path, size: int = 224, formats=("onnx-fp32", "onnx-int8"), seed: int = 0,
-                      bias: float = 0.0, name: str = "asinfer-tiny") -> Manifest:
+                      bias: float = 0.0, name: str = "asinfer-tiny", mirror_average: bool = False) -> Manifest:
     """A complete bundle folder with tiny models: what tests and the first demo load."""
     import onnx
 
@@ -101,6 +101,7 @@ def write_tiny_bundle(out: Path, size: int = 224, formats=("onnx-fp32", "onnx-in
         del files["onnx-fp32"]
     manifest = Manifest(
         name=name, version="0.0.1", input=InputSpec(height=size, width=size),
+        output=OutputSpec(mirror_average=mirror_average),
         description="Tiny fixed-weight ONNX model for tests and the first demo (see trainer/tiny.py).",
         notice=NOTICE, synthetic_training_data=False,
         training={"data": "none: weights are fixed, not trained"},

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from asinfer.engine import InputSpec, Manifest, PreprocessSpec
+from asinfer.engine import InputSpec, Manifest, OutputSpec, PreprocessSpec
 from asinfer.engine.bundle import read_manifest
 
 from .data import load_indexed, read_dataset_info, read_index, split_by_patient
@@ -73,6 +73,7 @@ class TrainConfig:
     learning_rate_after_warmup: float | None = None  # from scratch: the rate at image_size [default: learning_rate]
     bn_reestimate_batches: int = 0  # FixRes: BN statistics measured again at image_size after the warm-up
     target_sensitivity: float | None = None  # else the threshold maximises Youden's J
+    mirror_average: bool = False  # a slice's probability: mean over it and its mirror (thresholds fitted so too)
     calibration_images: int = 300
     seed: int = 0
 
@@ -435,9 +436,9 @@ def _read_history(path: Path) -> dict[str, list[float]]:
 def _evaluate(model, splits, config: TrainConfig):
     from .metrics import binary_metrics, choose_threshold
 
-    p_val = _predict(model, splits["val"][0])
+    p_val = _predict(model, splits["val"][0], config.mirror_average)
     threshold = choose_threshold(splits["val"][1], p_val, config.target_sensitivity)
-    p_test = _predict(model, splits["test"][0])
+    p_test = _predict(model, splits["test"][0], config.mirror_average)
     metrics = {"test": binary_metrics(splits["test"][1], p_test, threshold),
                "validation": binary_metrics(splits["val"][1], p_val, threshold)}
     return metrics, threshold, p_test, p_val
@@ -465,8 +466,12 @@ def _fit_series(members, p_val, p_test, metrics: dict, config: TrainConfig, by_p
     return rule
 
 
-def _predict(model, images: np.ndarray) -> np.ndarray:
-    return model.predict(images, batch_size=32, verbose=0).reshape(-1)
+def _predict(model, images: np.ndarray, mirror_average: bool = False) -> np.ndarray:
+    """Slice probabilities as the bundle will define them (``OutputSpec.mirror_average``)."""
+    p = model.predict(images, batch_size=32, verbose=0).reshape(-1)
+    if mirror_average:
+        p = (p + model.predict(np.ascontiguousarray(images[:, :, ::-1]), batch_size=32, verbose=0).reshape(-1)) / 2
+    return p
 
 
 def _save_conversion_data(out: Path, splits, config: TrainConfig) -> None:
@@ -536,6 +541,7 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
     manifest = Manifest(
         name=config.name, version=config.version, threshold=round(float(threshold), 6),
         input=InputSpec(height=config.image_size, width=config.image_size),
+        output=OutputSpec(mirror_average=config.mirror_average),
         preprocessing=config.preprocess_spec,
         description=_describe(config),
         synthetic_training_data=synthetic,
