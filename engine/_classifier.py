@@ -155,8 +155,7 @@ class Classifier:
         """
         if not self.manifest.output.mirror_average:
             return self.run_graph(batch)
-        both = self.run_graph(np.concatenate([batch, batch[:, :, ::-1]]))
-        return _halves_mean(both, len(batch))
+        return _halves_mean(self.run_graph(_with_mirror(batch)))
 
     def run_graph(self, batch: np.ndarray) -> np.ndarray:
         """One pass of the graph, without test-time mirroring: uint8 ``[N, H, W, 1]`` -> outputs ``[N]``."""
@@ -177,13 +176,13 @@ class Classifier:
         if self._head is None:
             raise ValueError(f"{self.artifact.file} has no Grad-CAM outputs; re-convert the model to explain it")
         mirror = self.manifest.output.mirror_average
-        feed = np.concatenate([batch, batch[:, :, ::-1]]) if mirror else batch
+        feed = _with_mirror(batch) if mirror else batch
         probs, features = self._session.run([self._output, "features"], {self._input: feed})
         probs, cams = probs.reshape(-1), grad_cam(features, self._head)
         if not mirror:
             return probs, cams
         n = len(batch)  # the mirror's map is turned back before the two are averaged
-        return _halves_mean(probs, n), (cams[:n] + cams[n:, :, ::-1]) * np.float32(0.5)
+        return _halves_mean(probs), _halves_mean(np.concatenate([cams[:n], cams[n:, :, ::-1]]))
 
     def explain(self, sources: Source | Iterable[Source], frames: set[tuple[str, int]] | None = None) -> list[Explanation]:
         """Predictions with their Grad-CAM evidence, slice by slice (a secondary path: read, then explain).
@@ -298,6 +297,12 @@ class Classifier:
                             run=run)
 
 
-def _halves_mean(values: np.ndarray, n: int) -> np.ndarray:
-    """The mean of ``values[:n]`` and ``values[n:]`` (a batch followed by its mirror)."""
-    return ((values[:n] + values[n:]) * np.float32(0.5)).astype(np.float32)
+def _with_mirror(batch: np.ndarray) -> np.ndarray:
+    """``[N, H, W, C]`` -> ``[2N, H, W, C]``: the batch, then each slice's left-right mirror."""
+    return np.concatenate([batch, batch[:, :, ::-1]])
+
+
+def _halves_mean(values: np.ndarray) -> np.ndarray:
+    """The mean of the first and second halves of a :func:`_with_mirror` batch's results (float32)."""
+    n = len(values) // 2
+    return (values[:n] + values[n:]) * np.float32(0.5)

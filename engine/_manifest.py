@@ -27,7 +27,8 @@ from ._parity import ParityRecord, record_from_dict
 from ._schema import SchemaError, build_dataclass, to_json_data
 from ._series import SeriesRule
 
-SCHEMA_VERSION = 4  # 4: output.mirror_average; 3: series_rule; 2: typed parity records (reference, intervals, verdict); 1 and 2 still read
+# 4: output.mirror_average; 3: series_rule; 2: typed parity records (reference, intervals, verdict); 1-3 still read
+SCHEMA_VERSION = 4
 METADATA_KEY = "asinfer.manifest"
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is kilobytes; refuse to parse a runaway file
