@@ -44,7 +44,8 @@ def build_keras_standin(folder: Path | None, manifest, workdir: Path, threads: i
     limit_tensorflow_threads(threads)
     from asinfer.trainer.model import build_model
 
-    model = build_model(config.image_size, "none", seed=config.seed, batch_norm=config.uses_batch_norm)
+    model = build_model(config.image_size, "none", seed=config.seed, batch_norm=config.uses_batch_norm,
+                        mirror_tied=config.mirror_tied)
     path = Path(workdir) / "model.keras"
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)

@@ -90,7 +90,7 @@ def _midway_threshold(p: np.ndarray, labels: np.ndarray) -> float:
     return float((lo.max() + hi.min()) / 2) if lo.max() < hi.min() else float(np.median(p))
 
 
-def write_tiny_run(run_dir: Path) -> None:
+def write_tiny_run(run_dir: Path, mirror_tied: bool = False) -> None:
     """A run folder as training writes it, from a 32x32 VGG16 trained for two steps."""
     import keras
 
@@ -100,17 +100,22 @@ def write_tiny_run(run_dir: Path) -> None:
 
     train, train_labels = tiny_batch(100, 2, 8)
     holdout, labels = tiny_batch(200, 4, 6)
-    model = build_model(SIZE, seed=0)
+    model = build_model(SIZE, seed=0, mirror_tied=mirror_tied)
     model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy")  # gentle: keep the ranking
     for _ in range(2):
         model.train_on_batch(train, train_labels.astype(np.float32))
+    if mirror_tied:
+        from asinfer.trainer.mirror import tie_statistics
+
+        tie_statistics(model)
     model.save(run_dir / "model.keras")
     np.savez(run_dir / "holdout.npz", images=holdout, labels=labels)
     np.savez(run_dir / "parity.npz", images=holdout, labels=labels, split=np.full(len(labels), "test"))
     np.savez(run_dir / "calibration.npz", images=train)
     (run_dir / "MODEL_CARD.md").write_text("# tiny test model\nSynthetic; not a diagnostic device.\n")
     (run_dir / "roc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    (run_dir / "train_config.json").write_text(json.dumps({"image_size": SIZE, "batch_norm": True}) + "\n")
+    (run_dir / "train_config.json").write_text(
+        json.dumps({"image_size": SIZE, "batch_norm": True, "mirror_tied": mirror_tied}) + "\n")
     threshold = _midway_threshold(model.predict(holdout, verbose=0).reshape(-1), labels)
     manifest = engine.Manifest(name="convert-test", version="0.0.1", threshold=threshold,
                                input=engine.InputSpec(height=SIZE, width=SIZE), training={"steps": 2})

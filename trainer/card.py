@@ -238,7 +238,7 @@ def _recipe(cfg: dict) -> str:
     keys = ("image_size", "weights", "batch_norm", "warmup_epochs", "warmup_size", "warmup_freeze_blocks",
             "warmup_synth", "freeze_blocks", "epochs", "batch_size", "learning_rate", "learning_rate_after_warmup",
             "bn_reestimate_batches", "patience", "rotation", "shift", "zoom", "flip", "gamma", "contrast", "noise",
-            "blur", "bias", "preprocessing", "mirror_average", "seed")
+            "blur", "bias", "preprocessing", "mirror_average", "mirror_tied", "seed")
     # Knobs left at their off value (0, None, {}) are v1 defaults; naming them would only add noise.
     return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg and cfg[k] not in (None, {}, 0, 0.0)
                      or k in ("warmup_epochs", "freeze_blocks", "seed") and k in cfg)

@@ -252,11 +252,10 @@ def _interval(labels: np.ndarray, scores: np.ndarray, group: np.ndarray, reps: i
 
 
 def _keras(path: Path, mirror_average: bool = False):
-    import keras
-
+    from .model import load
     from .train import _predict
 
-    model = keras.models.load_model(path, compile=False)
+    model = load(path)
     return lambda batch: _predict(model, batch, mirror_average)
 
 

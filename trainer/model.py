@@ -3,6 +3,10 @@
     image uint8 [N, H, W, 1] -> /255 -> grey x3 -> VGG16 conv base -> GAP
       -> Dense 256 relu -> Dropout -> Dense 1 sigmoid "probability" [N, 1]
 
+With ``mirror_tied`` the weights are tied so that the output is the same for an
+image and its left-right mirror (:mod:`asinfer.trainer.mirror`), and the GAP
+reads block 5's map before its pool.
+
 The model that is trained is the model that is exported: augmentation runs
 in tf.data (trainer.train), never as layers of this graph.
 """
@@ -25,7 +29,7 @@ _IMAGENET_MEAN = (103.939, 116.779, 123.68)
 
 
 def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, dropout: float = 0.5,
-                seed: int = 0, batch_norm: bool | None = None):
+                seed: int = 0, batch_norm: bool | None = None, mirror_tied: bool = False):
     """Build the classifier.
 
     Args:
@@ -40,13 +44,19 @@ def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, 
             VGG16 has none). Plain VGG16 did not learn the phantom task from
             scratch; BN folds into the convolutions at conversion, so the
             deployed graph has VGG16's layers and cost either way.
+        mirror_tied: weights tied for an output that a left-right mirror
+            cannot change (from scratch, with batch norm). Block 5's pool is
+            left out (GAP reads its map): a 2x2 pool of an odd-width map drops
+            the last column and would break the symmetry. ``size`` must then be
+            a multiple of 16, so that the four pools left see even widths.
 
     Returns:
         An uncompiled ``keras.Model`` named ``as_vgg16``.
 
     Raises:
         FileNotFoundError: ImageNet weights requested but not on disk (with the fix).
-        ValueError: bad ``freeze_blocks`` or ``size``.
+        ValueError: bad ``freeze_blocks`` or ``size``, or ``mirror_tied``
+            with pretrained weights or without batch norm.
     """
     import keras
     from keras import layers
@@ -69,8 +79,11 @@ def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, 
         batch_norm = not pretrained
     if batch_norm and pretrained:
         raise ValueError("pretrained VGG16 weights have no batch norm: use batch_norm=False")
+    if mirror_tied and (pretrained or not batch_norm or size % 16):
+        raise ValueError("mirror_tied needs weights none, batch_norm and a size that is a multiple of 16; "
+                         f"got weights {weights}, batch_norm {batch_norm}, size {size}")
     if batch_norm:
-        base = vgg16_bn(size)
+        base = vgg16_bn(size, mirror_tied)
     else:
         base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(size, size, 3))
     if pretrained:
@@ -80,33 +93,58 @@ def build_model(size: int = 224, weights: str = "none", freeze_blocks: int = 0, 
     freeze(base, freeze_blocks)
     x = base(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dense(256, activation="relu", name="fc")(x)
+    tie = {}
+    if mirror_tied:
+        from .mirror import channel_tie
+
+        tie = {"kernel_constraint": channel_tie()}
+    x = layers.Dense(256, activation="relu", name="fc", **tie)(x)
     x = layers.Dropout(dropout, name="drop")(x)
     out = layers.Dense(1, activation="sigmoid", name="probability")(x)
-    return keras.Model(inp, out, name="as_vgg16")
+    model = keras.Model(inp, out, name="as_vgg16")
+    if mirror_tied:
+        from .mirror import tie_initial
+
+        tie_initial(model)
+    return model
 
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
-def vgg16_bn(size: int):
+def vgg16_bn(size: int, mirror_tied: bool = False):
     """VGG16's convolutional base with batch norm after each convolution.
 
     Same layer names as ``keras.applications.VGG16`` (``block1_conv1`` ...),
     plus ``blockK_bnJ``; convolutions carry no bias (BN's beta replaces it).
+    ``mirror_tied``: tied weights (:mod:`asinfer.trainer.mirror`), no pool after block 5.
     """
     import keras
     from keras import layers
 
+    if mirror_tied:
+        from .mirror import channel_tie, conv_tie
     inp = keras.Input(shape=(size, size, 3))
     x = inp
     for b, (width, convs) in enumerate(VGG16_BLOCKS, start=1):
         for c in range(1, convs + 1):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{b}_conv{c}")(x)
-            x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{c}")(x)
+            conv_ties = {"kernel_constraint": conv_tie(first=(b, c) == (1, 1))} if mirror_tied else {}
+            bn_ties = {"gamma_constraint": channel_tie(), "beta_constraint": channel_tie()} if mirror_tied else {}
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{b}_conv{c}", **conv_ties)(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{c}", **bn_ties)(x)
             x = layers.ReLU(name=f"block{b}_relu{c}")(x)
-        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+        if not (mirror_tied and b == len(VGG16_BLOCKS)):
+            x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     return keras.Model(inp, x, name="vgg16")
+
+
+def load(path, compile: bool = False):
+    """``keras.models.load_model`` that also reads mirror-tied models (their constraint class)."""
+    import keras
+
+    from . import mirror  # noqa: F401  registers MirrorTie for deserialisation
+
+    return keras.models.load_model(path, compile=compile)
 
 
 def freeze(base, blocks: int) -> None:

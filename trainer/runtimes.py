@@ -59,9 +59,9 @@ class KerasRunner:
 
     def __init__(self, path: Path, threads: int) -> None:
         limit_tensorflow_threads(threads)
-        import keras
+        from .model import load
 
-        self.model = keras.models.load_model(path, compile=False)
+        self.model = load(path)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(batch), np.float32).reshape(-1)

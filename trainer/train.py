@@ -74,6 +74,7 @@ class TrainConfig:
     bn_reestimate_batches: int = 0  # FixRes: BN statistics measured again at image_size after the warm-up
     target_sensitivity: float | None = None  # else the threshold maximises Youden's J
     mirror_average: bool = False  # a slice's probability: mean over it and its mirror (thresholds fitted so too)
+    mirror_tied: bool = False  # weights tied so that a mirror cannot change the output (trainer.mirror), one pass
     calibration_images: int = 300
     seed: int = 0
 
@@ -223,20 +224,18 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
     weights do not depend on the image size, so the same weights continue at
     ``image_size`` (progressive resizing), and a step there costs ~1/4.
     """
-    import keras
-
-    from .model import build_model, freeze, vgg_base
+    from .model import build_model, freeze, load, vgg_base
 
     ckpt = out / "checkpoints" / "last.keras"
     history_csv = out / "history.csv"
     done = _epochs_done(history_csv) if resume and ckpt.exists() else 0
     if done:
         say(f"resuming after epoch {done} from {ckpt}")
-        model = keras.models.load_model(ckpt)
+        model = load(ckpt, compile=True)
     else:
         history_csv.unlink(missing_ok=True)
         model = build_model(config.image_size, config.weights, config.freeze_blocks, seed=config.seed,
-                            batch_norm=config.batch_norm)
+                            batch_norm=config.batch_norm, mirror_tied=config.mirror_tied)
     size = config.image_size
     # (epochs, rate, frozen blocks, size, data, fixed: all its epochs at its rate, no early stop)
     if config.weights != "none":
@@ -280,6 +279,8 @@ def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
     """
     import keras
 
+    from .mirror import tie_statistics
+
     layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [(layer.trainable, layer.momentum) for layer in layers]
     for layer in layers:
@@ -292,6 +293,7 @@ def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
         batches += 1
     for layer, (trainable, momentum) in zip(layers, saved):
         layer.trainable, layer.momentum = trainable, momentum
+    tie_statistics(model)  # a mirror-tied model's pairs measured on different batches; no-op otherwise
     say(f"batch norm statistics re-estimated at {model.input_shape[1]}x{model.input_shape[1]} over {batches} batches")
 
 
@@ -306,7 +308,8 @@ def _resized(model, size: int, config: TrainConfig):
     """The same weights in a model built for ``size`` x ``size`` input."""
     from .model import build_model
 
-    new = build_model(size, "none", seed=config.seed, batch_norm=config.uses_batch_norm)
+    new = build_model(size, "none", seed=config.seed, batch_norm=config.uses_batch_norm,
+                      mirror_tied=config.mirror_tied)
     new.set_weights(model.get_weights())
     return new
 
@@ -395,6 +398,8 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
     """
     import keras
 
+    from .mirror import TieStatistics
+
     (out / "checkpoints").mkdir(exist_ok=True)
 
     class Report(keras.callbacks.Callback):
@@ -415,6 +420,7 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
         ]),
         keras.callbacks.CSVLogger(out / "history.csv", append=True),
         Report(),
+        *([TieStatistics()] if config.mirror_tied else []),
     ]
 
 
@@ -560,6 +566,11 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
 
 
 def _describe(config: TrainConfig) -> str:
+    if config.mirror_tied:
+        return ("VGG16-BN slice classifier with mirror-tied weights: the prototype's VGG16 with batch norm after "
+                "each convolution (folded into the convolutions at conversion), each layer's channels in "
+                "left-right mirrored pairs and no pool after block 5, so that a slice and its mirror get the "
+                "same probability; uint8 grey input.")
     if config.uses_batch_norm:
         return ("VGG16-BN slice classifier: the prototype's VGG16 with batch norm after each convolution "
                 "(folded into the convolutions at conversion), uint8 grey input.")

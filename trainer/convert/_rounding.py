@@ -48,8 +48,10 @@ def round_first_conv(pre: Path, path: Path, images: np.ndarray) -> dict:
     q = numpy_helper.to_array(inits[dq.input[0]])
     scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64).reshape(-1, 1)
     exact = weight.reshape(len(weight), -1).astype(np.float64) / scale
+    mirror = mirror_permutation(weight.shape[1:])
     moments = _patch_moments(pre, pixels, images, weight.shape[1:], attrs)
-    best, nearest_mse, chosen_mse = search_rounding(exact, moments, int(np.abs(q).max()))
+    moments = (moments + moments[np.ix_(mirror, mirror)]) / 2  # the calibration slices and their mirrors
+    best, nearest_mse, chosen_mse = search_rounding(exact, moments, int(np.abs(q).max()), mirror)
     new = best.reshape(q.shape).astype(q.dtype)
     inits[dq.input[0]].CopyFrom(numpy_helper.from_array(new, dq.input[0]))
     onnx.save(model, str(path))
@@ -84,13 +86,24 @@ def _pixel_conv(float_graph, quantised_graph) -> tuple | str:
     return conv, pixels[0], weight, attrs, dq
 
 
-def search_rounding(exact: np.ndarray, moments: np.ndarray, limit: int) -> tuple[np.ndarray, float, float]:
+def mirror_permutation(kernel: tuple) -> np.ndarray:
+    """The order of a flattened ``(channels, kh, kw)`` filter's weights mirrored left-right."""
+    return np.arange(int(np.prod(kernel))).reshape(kernel)[:, :, ::-1].ravel()
+
+
+def search_rounding(exact: np.ndarray, moments: np.ndarray, limit: int,
+                    mirror: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     """Per filter, the floor/ceil rounding of ``exact`` with the least ``dw' M dw``.
+
+    A filter that is another's left-right mirror (``mirror`` given; mirror-tied models,
+    asinfer.trainer.mirror) gets that filter's rounding mirrored, so the int8 graph keeps the
+    tie exactly; with moments symmetric under the mirror that rounding is as good as its own.
 
     Args:
         exact: [filters, K] weights in quantisation steps (float).
         moments: K x K second moments of the input patches, E[x x'].
         limit: the largest |integer| allowed (the quantiser's range).
+        mirror: the permutation of a filter's K weights that mirrors it (:func:`mirror_permutation`).
 
     Returns:
         ``(chosen integers as float [filters, K], output MSE of nearest rounding, of the chosen)``.
@@ -99,6 +112,13 @@ def search_rounding(exact: np.ndarray, moments: np.ndarray, limit: int) -> tuple
     choices = np.array(np.meshgrid(*[[0.0, 1.0]] * k, indexing="ij")).reshape(k, -1).T  # 2**K x K
     best, nearest_mse, chosen_mse = np.empty_like(exact), 0.0, 0.0
     for c, row in enumerate(exact):
+        twin = _mirror_twin(exact, c, mirror)
+        if twin is not None:
+            best[c] = best[twin][mirror]
+            near = np.round(row) - row
+            err = best[c] - row
+            nearest_mse, chosen_mse = nearest_mse + near @ moments @ near, chosen_mse + float(err @ moments @ err)
+            continue
         cand = np.floor(row) + choices
         err = cand - row
         mse = np.einsum("ij,jk,ik->i", err, moments, err)
@@ -107,6 +127,14 @@ def search_rounding(exact: np.ndarray, moments: np.ndarray, limit: int) -> tuple
         near = np.round(row) - row
         nearest_mse, chosen_mse = nearest_mse + near @ moments @ near, chosen_mse + float(mse.min())
     return best, nearest_mse, chosen_mse
+
+
+def _mirror_twin(exact: np.ndarray, c: int, mirror: np.ndarray | None) -> int | None:
+    """An earlier filter whose mirror is filter ``c``, if any."""
+    if mirror is None or c == 0:
+        return None
+    same = np.all(np.abs(exact[:c, mirror] - exact[c]) <= 1e-6, axis=1)
+    return int(np.argmax(same)) if same.any() else None
 
 
 def _patch_moments(model: Path, tensor: str, images: np.ndarray, kernel: tuple, attrs: dict) -> np.ndarray:
