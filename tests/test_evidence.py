@@ -71,18 +71,31 @@ def test_every_onnx_format_carries_the_explanation_outputs(tiny_converted, fmt):
 
 
 def test_mirror_averaged_evidence_turns_the_mirrors_map_back(tmp_path):
-    """With output.mirror_average the CAM is the mean of the slice's map and its mirror's map turned back
-    (the shipped model, whose maps are not symmetric, rewritten as a mirroring bundle)."""
-    import shutil
+    """With output.mirror_average the CAM is the mean of the slice's map and its mirror's map turned back.
+    The shipped model's maps are mirror-symmetric (tied weights, since 0.5.0), so its first convolution's
+    right-hand weights are halved here: an asymmetric model, once plain and once as a mirroring bundle."""
     from dataclasses import replace
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
 
     from asinfer.trainer.bundle import write_bundle
 
-    plain = engine.load(provider="cpu", artifact="onnx-int8", threads=1)
-    shutil.copy(engine.default_model() / plain.artifact.file, tmp_path / plain.artifact.file)
-    manifest = replace(plain.manifest, output=replace(plain.manifest.output, mirror_average=True), artifacts=())
-    write_bundle(tmp_path, manifest, {"onnx-int8": plain.artifact.file})
-    clf = engine.load(tmp_path, provider="cpu", threads=1)
+    shipped = engine.load(provider="cpu", artifact="onnx-int8", threads=1)
+    graph = onnx.load(str(engine.default_model() / shipped.artifact.file))
+    first = next(i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4)
+    w = numpy_helper.to_array(first).copy()
+    w[..., -1] //= 2
+    first.CopyFrom(numpy_helper.from_array(w, first.name))
+    bundles = {}
+    for name, mirror in (("plain", False), ("mirrored", True)):
+        (tmp_path / name).mkdir()
+        onnx.save(graph, str(tmp_path / name / shipped.artifact.file))
+        manifest = replace(shipped.manifest, output=replace(shipped.manifest.output, mirror_average=mirror),
+                           artifacts=())
+        write_bundle(tmp_path / name, manifest, {"onnx-int8": shipped.artifact.file})
+        bundles[name] = engine.load(tmp_path / name, provider="cpu", threads=1)
+    plain, clf = bundles["plain"], bundles["mirrored"]
     samples = Path(__file__).resolve().parents[1] / "docs" / "samples"
     x = plain.preprocessor(list(engine.load_frames(sorted(samples.rglob("P0000_s0[2-6].dcm")))))
     (p0, c0), (p1, c1) = plain.run_explained(x), plain.run_explained(np.ascontiguousarray(x[:, :, ::-1]))
@@ -91,6 +104,19 @@ def test_mirror_averaged_evidence_turns_the_mirrors_map_back(tmp_path):
     np.testing.assert_allclose(probs, (p0 + p1) / 2, rtol=1e-6)
     np.testing.assert_allclose(cams, (c0 + c1[:, :, ::-1]) / 2, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(probs, clf.run(x))
+
+
+def test_the_shipped_model_gives_a_mirrored_slice_the_same_probability_and_the_mirrored_map():
+    """The demo model's weights are mirror-tied (trainer.mirror): on the sample series' slices, mirrored
+    after preprocessing, the int8 graph answers bit-identically and its Grad-CAM is the mirrored map."""
+    clf = engine.load(provider="cpu", artifact="onnx-int8", threads=1)
+    assert clf.can_explain and not clf.manifest.output.mirror_average
+    samples = Path(__file__).resolve().parents[1] / "docs" / "samples"
+    x = clf.preprocessor(list(engine.load_frames(sorted(samples.rglob("P0000_s0[2-6].dcm")))))
+    (p0, c0), (p1, c1) = clf.run_explained(x), clf.run_explained(np.ascontiguousarray(x[:, :, ::-1]))
+    assert p0.max() - p0.min() > 0.1  # lesion and non-lesion slices: not a constant answer
+    np.testing.assert_array_equal(p1, p0)
+    np.testing.assert_allclose(c1[:, :, ::-1], c0, rtol=1e-5, atol=1e-6)
 
 
 def test_explain_gives_the_slice_its_evidence_and_an_overlay(tmp_path):
