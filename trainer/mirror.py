@@ -93,11 +93,6 @@ class TieStatistics(keras.callbacks.Callback):
         tie_statistics(self.model)
 
 
-def is_tied(model) -> bool:
-    """Whether ``model`` has mirror-tied weights."""
-    return any(True for _ in _tied(model))
-
-
 def _tied(model):
     for layer in _layers(model):
         if hasattr(layer, "layers"):  # a sub-model: its layers come on their own
