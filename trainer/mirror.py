@@ -20,6 +20,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .model import all_layers
+
 
 @keras.saving.register_keras_serializable(package="asinfer")
 class MirrorTie(keras.constraints.Constraint):
@@ -76,7 +78,7 @@ def tie_statistics(model) -> None:
     same statistic; their mean is the better estimate, and the one that keeps the model
     exactly mirror-invariant at inference. Idempotent.
     """
-    for layer in _layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and isinstance(layer.gamma_constraint, MirrorTie):
             for stat in (layer.moving_mean, layer.moving_variance):
                 stat.assign(layer.gamma_constraint(stat))
@@ -94,16 +96,9 @@ class TieStatistics(keras.callbacks.Callback):
 
 
 def _tied(model):
-    for layer in _layers(model):
+    for layer in all_layers(model):
         if hasattr(layer, "layers"):  # a sub-model: its layers come on their own
             continue
         for variable in layer.weights:
             if isinstance(getattr(variable, "constraint", None), MirrorTie):
                 yield variable
-
-
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _layers(layer)

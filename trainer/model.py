@@ -154,6 +154,14 @@ def freeze(base, blocks: int) -> None:
             layer.trainable = int(layer.name[5]) > blocks
 
 
+def all_layers(model):
+    """Every layer of ``model``, sub-models' layers included (after the sub-model itself)."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
+
+
 def vgg_base(model):
     """The VGG16 sub-model inside ``model``."""
     return next(layer for layer in model.layers if layer.name == "vgg16")

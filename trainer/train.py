@@ -280,8 +280,9 @@ def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
     import keras
 
     from .mirror import tie_statistics
+    from .model import all_layers
 
-    layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [(layer.trainable, layer.momentum) for layer in layers]
     for layer in layers:
         layer.trainable = True
@@ -295,13 +296,6 @@ def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
         layer.trainable, layer.momentum = trainable, momentum
     tie_statistics(model)  # a mirror-tied model's pairs measured on different batches; no-op otherwise
     say(f"batch norm statistics re-estimated at {model.input_shape[1]}x{model.input_shape[1]} over {batches} batches")
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def _resized(model, size: int, config: TrainConfig):

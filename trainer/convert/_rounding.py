@@ -115,17 +115,14 @@ def search_rounding(exact: np.ndarray, moments: np.ndarray, limit: int,
         twin = _mirror_twin(exact, c, mirror)
         if twin is not None:
             best[c] = best[twin][mirror]
-            near = np.round(row) - row
-            err = best[c] - row
-            nearest_mse, chosen_mse = nearest_mse + near @ moments @ near, chosen_mse + float(err @ moments @ err)
-            continue
-        cand = np.floor(row) + choices
-        err = cand - row
-        mse = np.einsum("ij,jk,ik->i", err, moments, err)
-        mse[np.abs(cand).max(axis=1) > limit] = np.inf
-        best[c] = cand[int(np.argmin(mse))]
-        near = np.round(row) - row
-        nearest_mse, chosen_mse = nearest_mse + near @ moments @ near, chosen_mse + float(mse.min())
+        else:
+            cand = np.floor(row) + choices
+            err = cand - row
+            mse = np.einsum("ij,jk,ik->i", err, moments, err)
+            mse[np.abs(cand).max(axis=1) > limit] = np.inf
+            best[c] = cand[int(np.argmin(mse))]
+        near, err = np.round(row) - row, best[c] - row
+        nearest_mse, chosen_mse = nearest_mse + near @ moments @ near, chosen_mse + float(err @ moments @ err)
     return best, nearest_mse, chosen_mse
 
 
