@@ -281,3 +281,51 @@ def test_threshold_stability_reaches_the_model_card(tiny_bundle, tmp_path):
     assert "## Threshold stability (20 bootstrap draws of the 40 validation patients" in text
     assert f"| slice | 0.5 | {result['slice_threshold']['median']} | {low}-{high} |" in text
     assert "Test series sensitivity at the refitted thresholds" in text and low <= high
+
+
+def _spikes(seed: int, n: int = 60):
+    """Series of 8 slices: a positive has one bright slice anywhere, so the max rule is the right one."""
+    from asinfer.trainer.series import SeriesTruth
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        probs = rng.uniform(0.0, 0.5, 8)
+        if k % 2:
+            probs[rng.integers(0, 8)] = rng.uniform(0.45, 0.95)
+        out.append(SeriesTruth(f"P{k}", k % 2, tuple(float(p) for p in probs)))
+    return out
+
+
+def test_the_rule_is_chosen_out_of_bag_not_by_the_extra_threshold_of_the_consecutive_rule():
+    from asinfer.trainer.series import fit_series_rule, series_metrics
+
+    validation, fresh = _spikes(0), _spikes(100, 400)
+    in_sample = fit_series_rule(validation, draws=0)
+    rule = fit_series_rule(validation)
+    # In sample, the consecutive rule's single-slice threshold lets it tie the max rule's J (ties went to it) ...
+    assert in_sample.kind == "consecutive" and "in-sample J" in in_sample.fitted_on
+    assert in_sample.compared["consecutive"]["youden_j"] >= in_sample.compared["max"]["youden_j"]
+    # ... out of bag it is worse, and the max rule is kept, with what decided it recorded.
+    assert rule.kind == "max" and "out-of-bag J over 200 draws" in rule.fitted_on
+    assert rule.compared["max"]["out_of_bag_j"] > rule.compared["consecutive"]["out_of_bag_j"]
+    new, old = series_metrics(fresh, rule), series_metrics(fresh, in_sample)
+    assert new["auc"] > old["auc"] + 0.2
+    assert new["sensitivity"] + new["specificity"] >= old["sensitivity"] + old["specificity"]
+
+
+def test_rules_tied_out_of_bag_go_to_the_best_ranking_score():
+    import importlib
+
+    fitting = importlib.import_module("asinfer.trainer.series")
+    series = _truths(0, n=60)
+    rule = fitting.fit_series_rule(series)
+    labels = np.array([s.label for s in series])
+    scored = [fitting._scores(base, series) for _, base in fitting.CANDIDATES]
+    mean, tied = fitting._out_of_bag_j(scored, labels, None, 200)
+    names = [name for name, _ in fitting.CANDIDATES]
+    assert tied[int(np.argmax(mean))]
+    best_auc = max((rule.compared[n]["auc"], -k) for k, n in enumerate(names) if tied[k])
+    assert rule.fitted_on.endswith(f"chosen: {names[-best_auc[1]]} (out-of-bag J over 200 draws, ties within one SE by AUC)")
+    # The same draws give the same choice: the bootstrap is seeded.
+    assert fitting.fit_series_rule(series).compared == rule.compared

@@ -139,8 +139,9 @@ def _series_section(m) -> list[str]:
             lines.append(f"| {split} | {s.get('n')} | {s.get('auc')} | {s.get('accuracy')} | {s.get('sensitivity')} | "
                          f"{s.get('specificity')} | {cm.get('tn')} | {cm.get('fp')} | {cm.get('fn')} | {cm.get('tp')} |")
     if rule.compared:
-        lines += ["", "Rules compared on validation (Youden J, AUC): " + "; ".join(
-            f"{name} {c.get('youden_j')}, {c.get('auc')}" for name, c in rule.compared.items())]
+        lines += ["", "Rules compared on validation (Youden J in sample, out of bag, AUC): " + "; ".join(
+            f"{name} {c.get('youden_j')}, {c.get('out_of_bag_j', '-')}, {c.get('auc')}"
+            for name, c in rule.compared.items())]
     return [*lines, ""]
 
 

@@ -3,9 +3,15 @@
 A patient's slices form one series, ordered by slice index. Each rule the
 engine knows (:data:`asinfer.engine.SeriesRule` kinds) is fitted on the
 validation series (Youden's J, or the highest threshold reaching a target
-sensitivity); the best by validation J is kept (ties go to the consecutive
-rule, the shape of the ASAS MRI definition) and every candidate is recorded
-in the rule's ``compared``. Test series are never used to choose.
+sensitivity). Which rule is kept is decided on the validation series too, but
+not by their in-sample J: that favours the rule with more fitted thresholds
+(the consecutive rule's single-slice threshold is a second one). Each rule is
+refitted on bootstrap draws of the validation series and scored by J on the
+series each draw left out (out-of-bag); rules within one standard error of the
+best out-of-bag J are tied (the one-standard-error rule of cross-validation),
+and among those the rule whose score ranks the validation series best (AUC)
+is kept, then the first in :data:`CANDIDATES`. Every candidate is recorded in
+the rule's ``compared``. Test series are never used to choose.
 
     python -m asinfer.trainer.series models/asinfer-vgg16-phantom
 
@@ -34,6 +40,7 @@ log = logging.getLogger("asinfer.trainer")
 CANDIDATES = (("consecutive", SeriesRule("consecutive")), ("max", SeriesRule("max")),
               ("top_2_mean", SeriesRule("top_k_mean", k=2)), ("top_3_mean", SeriesRule("top_k_mean", k=3)))
 MAX_SINGLE_CANDIDATES = 40  # single-slice thresholds tried for the consecutive rule
+OUT_OF_BAG_DRAWS = 200  # bootstrap refits per rule for its out-of-bag J
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,10 @@ def series_from_slices(records: Sequence, index: np.ndarray, probs: np.ndarray) 
 
 
 def fit_series_rule(series: Sequence[SeriesTruth], target_sensitivity: float | None = None,
-                    fitted_on: str = "validation patients") -> SeriesRule:
-    """The best rule on ``series`` (validation), with what was compared.
+                    fitted_on: str = "validation patients", draws: int = OUT_OF_BAG_DRAWS) -> SeriesRule:
+    """The rule chosen on ``series`` (validation, see the module docstring), with what was compared.
+
+    ``draws``: bootstrap refits per rule for the out-of-bag J (0: choose by in-sample J alone).
 
     Raises:
         ValueError: the series hold one class only (no threshold can be chosen).
@@ -74,47 +83,100 @@ def fit_series_rule(series: Sequence[SeriesTruth], target_sensitivity: float | N
     labels = np.array([s.label for s in series])
     if len(set(labels.tolist())) < 2:
         raise ValueError("fitting a series rule needs positive and negative validation series")
-    compared, best = {}, None
-    for name, base in CANDIDATES:
-        rule, j = _fit(base, series, labels, target_sensitivity)
-        scores = [rule.score(list(s.probs))[0] for s in series]
-        compared[name] = {"youden_j": round(j, 4), "auc": _round(roc_auc(labels, np.array(scores))),
-                          "threshold": round(rule.threshold, 6), "single_slice_threshold":
+    scored = [_scores(base, series) for _, base in CANDIDATES]
+    fits = [_fit_scores(base, scores, peaks, labels, target_sensitivity)
+            for (_, base), (scores, peaks) in zip(CANDIDATES, scored)]
+    aucs = [_round(roc_auc(labels, scores)) for scores, _ in scored]
+    oob = _out_of_bag_j(scored, labels, target_sensitivity, draws)
+    compared = {}
+    for k, (name, _) in enumerate(CANDIDATES):
+        rule, j = fits[k]
+        compared[name] = {"youden_j": round(j, 4), "auc": aucs[k], "threshold": round(rule.threshold, 6),
+                          "single_slice_threshold":
                           None if rule.single_slice_threshold is None else round(rule.single_slice_threshold, 6)}
-        if best is None or j > best[1] + 1e-12:
-            best = (rule, j, name)
-    rule, _, name = best
-    how = "Youden J" if target_sensitivity is None else f"sensitivity >= {target_sensitivity:g}"
-    return replace(rule, fitted_on=f"{fitted_on} ({len(series)} series, {int(labels.sum())} positive; {how}); "
-                                   f"chosen: {name}", compared=compared)
+        if oob is not None:
+            compared[name]["out_of_bag_j"] = round(float(oob[0][k]), 4)
+    if oob is None:  # too few draws hold both classes: in-sample J, ties to the first candidate
+        chosen = max(range(len(CANDIDATES)), key=lambda k: (fits[k][1], -k))
+        how = "in-sample J"
+    else:
+        chosen = max(np.flatnonzero(oob[1]).tolist(), key=lambda k: (aucs[k] or 0.0, -k))
+        how = f"out-of-bag J over {draws} draws, ties within one SE by AUC"
+    rule, name = fits[chosen][0], CANDIDATES[chosen][0]
+    fit = "Youden J" if target_sensitivity is None else f"sensitivity >= {target_sensitivity:g}"
+    return replace(rule, fitted_on=f"{fitted_on} ({len(series)} series, {int(labels.sum())} positive; {fit}); "
+                                   f"chosen: {name} ({how})", compared=compared)
+
+
+def _scores(base: SeriesRule, series: Sequence[SeriesTruth]) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' score under ``base`` and its highest slice probability."""
+    return (np.array([base.score(list(s.probs))[0] for s in series]),
+            np.array([max(s.probs) for s in series]))
 
 
 def _fit(base: SeriesRule, series, labels: np.ndarray, target: float | None) -> tuple[SeriesRule, float]:
     """Thresholds for ``base`` by validation J (the consecutive rule also tries single-slice thresholds)."""
-    scores = np.array([base.score(list(s.probs))[0] for s in series])
-    peaks = np.array([max(s.probs) for s in series])
+    return _fit_scores(base, *_scores(base, series), labels, target)
+
+
+def _fit_scores(base: SeriesRule, scores: np.ndarray, peaks: np.ndarray, labels: np.ndarray,
+                target: float | None) -> tuple[SeriesRule, float]:
+    """:func:`_fit` on precomputed scores, every threshold at once; of equal J the lowest threshold wins.
+
+    With a target sensitivity, J among the settings that reach it (-inf when none does).
+    """
+    thresholds = np.unique(scores)
+    by_score = scores[None, :] >= thresholds[:, None]  # (thresholds, series)
+    positives, negatives = labels == 1, labels == 0
     singles = [None]
     if base.kind == "consecutive":
         singles += sorted(set(np.quantile(peaks, np.linspace(0.5, 1.0, MAX_SINGLE_CANDIDATES)).tolist()))
     best = (base, -np.inf)
     for single in singles:
-        forced = peaks >= single if single is not None else np.zeros(len(series), bool)
-        for threshold in sorted(set(scores.tolist())):
-            decided = (scores >= threshold) | forced
-            j = _quality(labels, decided, target)
-            if j > best[1] + 1e-12:
-                best = (replace(base, threshold=float(threshold), single_slice_threshold=single), j)
+        decided = by_score | (peaks >= single)[None, :] if single is not None else by_score
+        sensitivity = decided[:, positives].mean(axis=1)
+        j = sensitivity + (~decided[:, negatives]).mean(axis=1) - 1.0
+        if target is not None:
+            j = np.where(sensitivity >= target, j, -np.inf)
+        i = int(np.argmax(j))
+        if j[i] > best[1] + 1e-12:
+            best = (replace(base, threshold=float(thresholds[i]), single_slice_threshold=single), float(j[i]))
     return best
 
 
-def _quality(labels: np.ndarray, decided: np.ndarray, target: float | None) -> float:
-    """Youden's J; with a target sensitivity, J among the settings that reach it (else -inf)."""
-    positives, negatives = labels == 1, labels == 0
-    sensitivity = float(decided[positives].mean())
-    specificity = float((~decided[negatives]).mean())
-    if target is not None and sensitivity < target:
-        return -np.inf
-    return sensitivity + specificity - 1.0
+def _out_of_bag_j(scored: list, labels: np.ndarray, target: float | None, draws: int, seed: int = 0):
+    """Each candidate refitted on bootstrap draws and scored by J on the series a draw left out.
+
+    Returns ``(mean out-of-bag J per candidate, which are tied with the best)``, or None when fewer
+    than half the draws hold both classes in and out of the bag. Tied: the mean paired difference to
+    the best is at most one standard error, the spread of the per-draw differences scaled to the
+    whole validation set (an out-of-bag set holds about 37 % of it).
+    """
+    if draws < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    n, rows, fractions = len(labels), [], []
+    for _ in range(draws):
+        bag = rng.integers(0, n, n)
+        out = np.setdiff1d(np.arange(n), bag)
+        if len(set(labels[bag].tolist())) < 2 or len(set(labels[out].tolist())) < 2:
+            continue
+        row = []
+        for (scores, peaks), (_, base) in zip(scored, CANDIDATES):
+            rule, _ = _fit_scores(base, scores[bag], peaks[bag], labels[bag], target)
+            decided = scores[out] >= rule.threshold
+            if rule.single_slice_threshold is not None:
+                decided |= peaks[out] >= rule.single_slice_threshold
+            row.append(decided[labels[out] == 1].mean() + (~decided[labels[out] == 0]).mean() - 1.0)
+        rows.append(row)
+        fractions.append(len(out) / n)
+    if len(rows) < max(2, draws // 2):
+        return None
+    js = np.array(rows)
+    mean = js.mean(axis=0)
+    differences = js[:, [int(np.argmax(mean))]] - js
+    se = differences.std(axis=0, ddof=1) * np.sqrt(np.mean(fractions))
+    return mean, mean.max() - mean <= se + 1e-12
 
 
 def series_metrics(series: Sequence[SeriesTruth], rule: SeriesRule) -> dict:
@@ -216,7 +278,7 @@ def threshold_stability(validation: dict, test: dict | None, threshold: float, r
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(validation["patient"] == g) for g in np.unique(validation["patient"])]
     series = validation["series"]
-    shipped = next((name for name, base in CANDIDATES if (base.kind, base.k) == (rule.kind, rule.k)), None)
+    shipped = _candidate(rule)
     slice_t, rule_t, kinds, slice_rates, series_rates = [], [], {}, [], []
     for _ in range(reps):
         take = rng.integers(0, len(members), len(members))
@@ -229,7 +291,7 @@ def threshold_stability(validation: dict, test: dict | None, threshold: float, r
         except ValueError:
             continue
         slice_t.append(t)
-        name = refit.fitted_on.rsplit("chosen: ", 1)[-1]
+        name = _candidate(refit)
         kinds[name] = kinds.get(name, 0) + 1
         if shipped in refit.compared:  # the refit already fitted the shipped kind among its candidates
             rule_t.append(refit.compared[shipped]["threshold"])
@@ -250,6 +312,11 @@ def threshold_stability(validation: dict, test: dict | None, threshold: float, r
             out[f"test_{level}_at_refits"] = {key: _percentiles([r[key] for r in rates if r[key] is not None])
                                               for key in ("sensitivity", "specificity")}
     return out
+
+
+def _candidate(rule: SeriesRule) -> str | None:
+    """The name of ``rule``'s kind in :data:`CANDIDATES` (None when it is none of them)."""
+    return next((name for name, base in CANDIDATES if (base.kind, base.k) == (rule.kind, rule.k)), None)
 
 
 def _rates(labels: np.ndarray, positive: np.ndarray) -> dict:
