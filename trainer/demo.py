@@ -49,9 +49,12 @@ BUNDLE = Path("models/asinfer-vgg16-phantom")
 # of the labels changed although training flipped half the images; twice the phantoms did not help,
 # and test-time mirroring cost the node its latency target). Half the free parameters per layer, the
 # same inference cost; held-out test slice AUC 0.959 -> 0.972.
+#
+# 0.5.1: 0.5.0's network; the series rule is kept by out-of-bag J (ties by AUC) instead of in-sample J,
+# which favoured the consecutive rule for its second fitted threshold: max instead of consecutive.
 DEMO_CONFIG = TrainConfig(
     synth={"patients": 720, "slices": 12, "seed": 2027, "positive_fraction": 0.6, "profile": "mixed"},
-    name="asinfer-vgg16-phantom", version="0.5.0", image_size=112, weights="none", batch_norm=True,
+    name="asinfer-vgg16-phantom", version="0.5.1", image_size=112, weights="none", batch_norm=True,
     warmup_epochs=10, warmup_size=112, warmup_freeze_blocks=0,
     warmup_synth={"patients": 160, "slices": 12, "seed": 2028, "positive_fraction": 0.6, "profile": "default",
                   "anatomy": "average", "mimic_rate": 0.0, "lesion_range": "large"},
