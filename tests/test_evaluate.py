@@ -82,6 +82,7 @@ def test_evaluate_reports_intervals_flips_and_records_into_the_card(tiny_bundle,
 
     text = write_card(bundle).read_text()
     assert "## Per condition" in text and "| small 8-bit | bit depth |" in text and "| target | limit |" in text
+    assert "Drift targets and sampling" in text or result["drift_by_chance"] is None
     assert json.loads((bundle / "manifest.json").read_text())["metrics"]["conditions"]["patients"] == 4
     assert all(row["flip_changed_network"] is None for row in result["conditions"])  # no mirroring: the same
 
@@ -98,3 +99,33 @@ def test_a_mirror_averaged_bundle_changes_no_label_and_reports_the_network_alone
     assert row["flip_changed"] == 0.0 and 0.0 <= row["flip_changed_network"] <= 1.0
     record(bundle, result)
     assert "the network alone changes" in write_card(bundle).read_text()
+
+
+def test_drift_by_chance_is_the_exact_binomial_chance_of_passing():
+    from asinfer.trainer.evaluate import drift_by_chance
+
+    half = {"confusion_matrix": {"tp": 1, "fn": 1, "tn": 1, "fp": 1}}
+    metrics = {"validation": half, "series_validation": half}
+    row = {"slices": 4, "positive_slices": 2, "patients": 4}  # 2 positive and 2 negative at both levels
+    # One rate: two draws of Bin(2, 1/2) agree with probability 1/16 + 1/4 + 1/16; both rates: its square.
+    one = drift_by_chance(metrics, [row])
+    assert one["slice"]["one_condition_median"] == pytest.approx(0.375 ** 2, abs=1e-4)
+    # Two conditions share the validation draw: sum over it of P(pass | it)^2, per rate.
+    two = drift_by_chance(metrics, [row, row])
+    assert two["series"]["every_condition"] == pytest.approx((0.25 * 0.0625 * 2 + 0.5 * 0.25) ** 2, rel=1e-3)
+    # Against a simulation at realistic sizes.
+    metrics = {"validation": {"confusion_matrix": {"tp": 228, "fn": 28, "tn": 1001, "fp": 39}},
+               "series_validation": {"confusion_matrix": {"tp": 62, "fn": 3, "tn": 41, "fp": 2}}}
+    row = {"slices": 480, "positive_slices": 90, "patients": 40}
+    exact = drift_by_chance(metrics, [row])["series"]["one_condition_median"]
+    rng = np.random.default_rng(1)
+    simulated = 1.0
+    for n_val, hits, n in ((65, 62, 20), (43, 41, 20)):
+        p = hits / n_val
+        simulated *= np.mean(np.abs(rng.binomial(n_val, p, 200_000) / n_val - rng.binomial(n, p, 200_000) / n) <= 0.05 + 1e-9)  # within: the limit passes
+    assert exact == pytest.approx(simulated, abs=0.01)
+    # A rate of exactly one passes whatever the sizes; no validation counts, no answer.
+    perfect = {"confusion_matrix": {"tp": 10, "fn": 0, "tn": 10, "fp": 0}}
+    assert drift_by_chance({"validation": perfect, "series_validation": perfect}, [row])["series"] == {
+        "one_condition_median": 1.0, "every_condition": 1.0}
+    assert drift_by_chance({}, [row]) is None

@@ -191,7 +191,22 @@ def _conditions_section(m) -> list[str]:
     for t in result.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t.get("met")]
         lines.append(f"| {t.get('target')} | {t.get('limit')} | {_num(t.get('worst'))} | {t.get('where') or ''} | {met} |")
+    lines += _chance_line(result.get("drift_by_chance"))
     return [*lines, "", "Reproduce: `python -m asinfer.trainer.evaluate BUNDLE --keras RUN/model.keras --record`.", ""]
+
+
+def _chance_line(chance: dict | None) -> list[str]:
+    """What the drift targets can show at these sample sizes (``evaluate.drift_by_chance``)."""
+    if not chance or "slice" not in chance:
+        return []
+    sl, se = chance["slice"], chance["series"]
+    return ["", f"Drift targets and sampling: a model whose sensitivity and specificity carried over exactly "
+                f"would keep both within {chance['limit']} of validation on one condition with probability "
+                f"{_num(sl['one_condition_median'])} (slices) and {_num(se['one_condition_median'])} (series), "
+                f"and on every condition with probability {sl['every_condition']:.2g} and {se['every_condition']:.2g} "
+                "(binomial draws of the validation and condition counts; slices of a patient are correlated, "
+                "so the real chances are lower). A drift beyond the limit here is not by itself evidence "
+                "that a threshold failed to transfer."]
 
 
 def _mirror_line(rows: list[dict]) -> list[str]:
