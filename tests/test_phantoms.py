@@ -458,3 +458,38 @@ def _copy_class_folders(src: Path, dst: Path) -> Path:
     for name in ("negative", "positive"):
         shutil.copytree(src / name, dst / name)
     return dst
+
+
+def test_render_variety_zero_renders_as_before_and_one_draws_each_departure_with_the_truth_kept():
+    plain = generate_series(11, slices=4, size=96, positive=True)
+    np.testing.assert_array_equal(plain.images, generate_series(11, slices=4, size=96, positive=True,
+                                                                render_variety=0.0).images)
+    assert plain.acquisition.rendering.kspace is None and plain.geometry.marrow_patches is None
+    varied = [generate_series(600 + k, slices=6, size=96, positive=bool(k % 2), render_variety=1.0) for k in range(6)]
+    for k, s in enumerate(varied):
+        assert s.acquisition.rendering.kspace is not None and s.acquisition.rendering.ghosts is not None
+        assert s.geometry.marrow_patches is not None
+        assert s.label == k % 2 and s.slice_labels == [int(m.any()) for m in s.masks]
+    some = [generate_series(700 + k, slices=2, size=64, positive=False, render_variety=0.5) for k in range(24)]
+    drawn = sum(s.acquisition.rendering.kspace is not None for s in some)
+    assert 4 <= drawn <= 20  # about half the series
+    with pytest.raises(ValueError, match="render_variety"):
+        generate_series(1, slices=2, size=64, positive=False, render_variety=-0.1)
+
+
+def test_kspace_truncation_rings_at_edges_and_ghosts_repeat_along_one_axis():
+    import importlib
+
+    acquisition = importlib.import_module("asinfer.trainer.phantoms._acquisition")
+    step = np.zeros((64, 64), np.float32)
+    step[:, 16:48] = 1.0
+    np.testing.assert_allclose(acquisition.kspace_truncate(step, (1.0, 1.0)), step, atol=1e-5)
+    ringing = acquisition.kspace_truncate(step, (0.4, 1.0))
+    assert ringing.max() > 1.05 and ringing.min() < -0.05  # Gibbs over- and undershoot beside the edges
+    assert abs(float(ringing.mean()) - float(step.mean())) < 1e-4  # the DC term is kept
+    np.testing.assert_allclose(ringing[0], ringing[40])  # truncated along x only: rows stay alike
+    dot = np.zeros((64, 64), np.float32)
+    dot[32, 32] = 1.0
+    ghosted = acquisition.add_ghosts(dot, (0, 10.0, 0.05))
+    assert ghosted[32, 32] == 1.0 and ghosted[42, 32] == pytest.approx(0.05) and ghosted[52, 32] == pytest.approx(0.025)
+    assert ghosted[32, 42] == 0.0  # only along the phase-encode axis

@@ -47,6 +47,57 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class Rendering:
+    """Ways a scanner's image departs from the plain model, drawn per series with ``render_variety``.
+
+    ``kspace``: the point-spread function of a truncated k-space instead of a Gaussian blur (fraction of
+    the frequencies kept along the frequency- and the phase-encode axis): ringing beside sharp edges
+    (Gibbs), as when a smaller acquired matrix is zero-filled. ``ghosts``: motion ghosts along the
+    phase-encode axis (axis, spacing in pixels, relative amplitude of the first ghost), as breathing and
+    bowel motion cast them: faint copies of bright fluid that can fall on bone.
+    """
+
+    kspace: tuple[float, float] | None = None
+    ghosts: tuple[int, float, float] | None = None
+
+
+PLAIN = Rendering()
+
+
+def sample_rendering(rng: np.random.Generator, variety: float, size: int) -> Rendering:
+    """Each departure with probability ``variety``; 0 draws nothing (the random stream stays as it was)."""
+    if variety <= 0.0:
+        return PLAIN
+    kspace = ghosts = None
+    if rng.random() < variety:
+        kept = rng.uniform(0.3, 0.75)
+        kspace = (kept, kept * rng.uniform(0.55, 1.0))
+    if rng.random() < variety:
+        ghosts = (int(rng.integers(2)), float(size / rng.uniform(2.5, 8.0)), rng.uniform(0.02, 0.09))
+    return Rendering(kspace, ghosts)
+
+
+def kspace_truncate(img: np.ndarray, kept: tuple[float, float]) -> np.ndarray:
+    """``img`` with only the central ``kept`` fraction of k-space along (x, y): sinc ringing at edges."""
+    h, w = img.shape
+    spectrum = np.fft.rfft2(img)
+    fy = np.abs(np.fft.fftfreq(h))[:, None]  # cycles per pixel, 0..0.5
+    fx = np.fft.rfftfreq(w)[None, :]
+    spectrum *= (fx <= 0.5 * kept[0]) & (fy <= 0.5 * kept[1])
+    return np.fft.irfft2(spectrum, s=(h, w)).astype(np.float32)
+
+
+def add_ghosts(img: np.ndarray, ghosts: tuple[int, float, float]) -> np.ndarray:
+    """Faint shifted copies of ``img`` along one axis, halving with each further copy (wrapping round)."""
+    axis, spacing, amplitude = ghosts
+    out = img.copy()
+    for k in (1, 2):
+        step = int(round(k * spacing))
+        out += (amplitude / k) * (np.roll(img, step, axis=axis) + np.roll(img, -step, axis=axis))
+    return out
+
+
+@dataclass(frozen=True)
 class Acquisition:
     """Acquisition parameters of one series."""
 
@@ -67,6 +118,7 @@ class Acquisition:
     fat_inhomogeneity: float
     psf_mm: float
     storage: Storage
+    rendering: Rendering = PLAIN
 
     @property
     def spacing(self) -> float:
@@ -149,7 +201,12 @@ def acquire(ideal: np.ndarray, acq: Acquisition, bias: np.ndarray, level: float,
         float32 (H, W) magnitude, fluid about ``gain * 4095``; `store` makes integers of it.
     """
     sigma = acq.psf_mm / acq.spacing
-    img = cv2.GaussianBlur(ideal, (0, 0), sigma) if sigma > 0.3 else ideal.copy()
+    if acq.rendering.kspace is not None:
+        img = kspace_truncate(ideal, acq.rendering.kspace)
+    else:
+        img = cv2.GaussianBlur(ideal, (0, 0), sigma) if sigma > 0.3 else ideal.copy()
+    if acq.rendering.ghosts is not None:
+        img = add_ghosts(img, acq.rendering.ghosts)
     img = np.maximum(level + acq.contrast * (img - level), 0.0)
     img = cv2.pow(img, acq.gamma)
     scale = np.float32(acq.gain * MAX_12BIT * rng.uniform(0.97, 1.03))  # slice-to-slice gain drift

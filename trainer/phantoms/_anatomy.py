@@ -97,6 +97,9 @@ class Anatomy:
     marrow_texture: tuple[float, int, float, int]  # coarse amplitude, cells, fine amplitude, cells
     muscle_texture: float
     tissues: Tissues
+    # Patchy marrow (render_variety): islands of red marrow, brighter on STIR, and fatty foci, darker:
+    # (share of marrow in islands, their brightening, share in fatty foci, their darkening, cells).
+    marrow_patches: tuple[float, float, float, float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +360,8 @@ def _draw_bones(cv: Canvas, an: Anatomy, t: float, joints, rng) -> SliceAnatomy:
     a1, c1, a2, c2 = an.marrow_texture
     pattern = 1.0 + a1 * smooth_noise(rng, cv.size, c1) + a2 * smooth_noise(rng, cv.size, c2)
     texture = ts.marrow * np.maximum(pattern, 0.2)
+    if an.marrow_patches is not None:
+        texture = texture * _patches(rng, cv.size, an.marrow_patches)
     cv.put(any_bone, ts.cortex)
     cv.put(any_marrow, texture)
     for s in SIDES:
@@ -367,6 +372,22 @@ def _draw_bones(cv: Canvas, an: Anatomy, t: float, joints, rng) -> SliceAnatomy:
     _draw_sacral_canal(cv, an, t, joints)
     cortex = (any_bone > any_marrow).astype(np.uint8)
     return SliceAnatomy(joints=joints, marrow=marrow, cortex=cortex, bone=any_bone)
+
+
+def _patches(rng: np.random.Generator, size: int, patches: tuple[float, float, float, float, int]) -> np.ndarray:
+    """Multiplicative field of marrow islands (>1) and fatty foci (<1) from one smooth noise pattern."""
+    islands, brighter, foci, darker, cells = patches
+    field = smooth_noise(rng, size, cells)
+    high, low = np.quantile(field, [1.0 - islands, foci])
+    return np.where(field > high, 1.0 + brighter, np.where(field < low, 1.0 - darker, 1.0)).astype(np.float32)
+
+
+def sample_patches(rng: np.random.Generator, variety: float) -> tuple[float, float, float, float, int] | None:
+    """Patchy marrow with probability ``variety`` (0 draws nothing)."""
+    if variety <= 0.0 or rng.random() >= variety:
+        return None
+    return (rng.uniform(0.03, 0.15), rng.uniform(0.15, 0.6), rng.uniform(0.03, 0.2), rng.uniform(0.2, 0.5),
+            int(rng.integers(10, 40)))
 
 
 def _draw_osteophyte(cv: Canvas, an: Anatomy, j: JointLine) -> None:

@@ -1,12 +1,13 @@
 """One virtual patient's series: anatomy x lesions x acquisition, with its truth."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ._acquisition import Acquisition, acquire, as_stored, bias_field, sample_acquisition, store, stored_window
-from ._anatomy import Anatomy, render_anatomy, sample_anatomy, sample_tissues
+from ._acquisition import (Acquisition, acquire, as_stored, bias_field, sample_acquisition, sample_rendering, store,
+                           stored_window)
+from ._anatomy import Anatomy, render_anatomy, sample_anatomy, sample_patches, sample_tissues
 from ._canvas import Canvas, smooth_noise
 from ._lesions import (LESION_RANGES, Finding, Lesion, LesionPlan, meets_asas, plan_findings, plan_lesions,
                        render_finding, render_lesion)
@@ -94,7 +95,7 @@ def _pick_anatomy(rng: np.random.Generator, anatomy: str | AnatomyVariant | None
 def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, positive: bool,
                     profile: str | ScannerProfile = TRAINING_PROFILE, patient_id: str | None = None,
                     anatomy: str | AnatomyVariant | None = None, mimic_rate: float = 1.0,
-                    lesion_range: str = "wide") -> Series:
+                    lesion_range: str = "wide", render_variety: float = 0.0) -> Series:
     """Render one synthetic STIR series through the sacroiliac joints.
 
     Args:
@@ -114,6 +115,10 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
             first phase of a training curriculum; 1: the training distribution).
         lesion_range: a name in LESION_RANGES: ``wide`` (the training distribution) or ``large`` (only
             large, bright lesions: a curriculum's warm-up).
+        render_variety: the probability, per series, of each other way of rendering normal tissue:
+            patchy marrow (red-marrow islands, fatty foci), a truncated k-space instead of a Gaussian
+            blur (ringing), motion ghosts along the phase-encode axis. 0 (the default) renders exactly
+            as before; a recipe that wants a model to depend less on one way of drawing a pelvis raises it.
 
     Returns:
         A Series with uint8/uint16 images, per-slice and per-series truth.
@@ -131,6 +136,8 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
         raise ValueError(f"mimic_rate={mimic_rate!r} must be between 0 (no mimics) and 1 (the training distribution).")
     if lesion_range not in LESION_RANGES:
         raise ValueError(f"lesion_range={lesion_range!r} is not one of {', '.join(LESION_RANGES)}.")
+    if not 0.0 <= render_variety <= 1.0:
+        raise ValueError(f"render_variety={render_variety!r} must be between 0 (the plain rendering) and 1.")
     prof = get_profile(profile)
     if anatomy is not None:
         get_anatomy(anatomy)  # a bad name fails before any drawing
@@ -138,7 +145,7 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
     pid = patient_id if patient_id is not None else f"PH{int(rng.integers(10**6)):06d}"
     for _ in range(_MAX_TRIES):
         series = _render(rng, int(slices), size, bool(positive), prof, pid, _pick_anatomy(rng, anatomy),
-                         mimic_rate, lesion_range)
+                         mimic_rate, lesion_range, render_variety)
         if bool(series.label) == bool(positive):
             return series
     raise RuntimeError(f"could not render an ASAS-positive series in {_MAX_TRIES} tries (size={size})")
@@ -154,7 +161,7 @@ def _slice_levels(rng, acq: Acquisition, n: int) -> tuple[list[float], list[floa
 
 
 def _render(rng, n: int, size, positive: bool, prof, pid: str, variant: AnatomyVariant,
-            mimic_rate: float = 1.0, lesion_range: str = "wide") -> Series:
+            mimic_rate: float = 1.0, lesion_range: str = "wide", render_variety: float = 0.0) -> Series:
     acq = sample_acquisition(rng, prof, size)
     anatomy = sample_anatomy(rng, variant, sample_tissues(rng, acq.fat_residual, variant))
     plans = plan_lesions(rng, n, positive, lesion_range)
@@ -163,6 +170,9 @@ def _render(rng, n: int, size, positive: bool, prof, pid: str, variant: AnatomyV
     canvas = Canvas(acq.size, acq.mm_to_px((0.0, anatomy.sacrum_y - 15.0)), acq.spacing / acq.scale)
     bias = bias_field(rng, acq)
     fat_field = np.maximum(1.0 + acq.fat_inhomogeneity * smooth_noise(rng, acq.size, 3), 0.0)
+    if render_variety > 0.0:  # drawn only then: at 0 every series is the one it always was
+        acq = replace(acq, rendering=sample_rendering(rng, render_variety, acq.size))
+        anatomy = replace(anatomy, marrow_patches=sample_patches(rng, render_variety))
     magnitude = np.empty((n, acq.size, acq.size), np.float32)
     masks = np.zeros((n, acq.size, acq.size), bool)
     lesions: list[list[Lesion]] = []
