@@ -37,7 +37,9 @@ BYTES_PER_PIXEL = 32
 BYTES_PER_FILE_BYTE = 16
 SLACK_BYTES = 16 << 20
 
-KNOWN_SLOW = "read_frames-slow-"
+# Known slow, bounded: CharLS on crafted frames, and headers refused only at the engine's read limit (the hang
+# that limit fixed now takes ~4.6 s on the 2-core box, just under the replay's 5 s "slow" line: a flake).
+KNOWN_SLOW = ("read_frames-slow-", "read_frames-hang-a24415f7")
 SLOW_BOUND_S = 30.0
 
 BUDGET = settings(max_examples=30, deadline=timedelta(seconds=5))
