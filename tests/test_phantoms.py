@@ -493,3 +493,12 @@ def test_kspace_truncation_rings_at_edges_and_ghosts_repeat_along_one_axis():
     ghosted = acquisition.add_ghosts(dot, (0, 10.0, 0.05))
     assert ghosted[32, 32] == 1.0 and ghosted[42, 32] == pytest.approx(0.05) and ghosted[52, 32] == pytest.approx(0.025)
     assert ghosted[32, 42] == 0.0  # only along the phase-encode axis
+
+
+def test_the_contact_sheet_names_the_renderings_a_series_drew():
+    import importlib
+
+    sheet = importlib.import_module("asinfer.trainer.phantoms.contact_sheet")
+    assert sheet._rendering(generate_series(5, slices=2, size=64, positive=False)) == []
+    varied = generate_series(5, slices=2, size=64, positive=False, render_variety=1.0)
+    assert sheet._rendering(varied) == ["patchy marrow, k-space ringing, ghosts"]
