@@ -180,6 +180,21 @@ def test_model_card_shows_n_interval_and_verdict(tiny_converted, tmp_path):
     assert "not used for int8 calibration" in text and "parity.npz" in text
 
 
+def test_model_card_names_the_phantom_settings(tiny_converted, tmp_path):
+    """A recipe that draws its own phantoms shows how (render_variety, profile, ...) on the card."""
+    from dataclasses import replace
+
+    from asinfer.engine.bundle import read_manifest, write_manifest
+    from asinfer.trainer.card import write_card
+
+    bundle = shutil.copytree(tiny_converted[1], tmp_path / "bundle")
+    m = read_manifest(bundle / "manifest.json")
+    config = {**m.training.get("config", {}), "synth": {"patients": 720, "profile": "mixed", "render_variety": 0.5}}
+    write_manifest(bundle, replace(m, training={**m.training, "config": config}))
+    recipe = next(line for line in write_card(bundle).read_text().splitlines() if line.startswith("- recipe:"))
+    assert "'render_variety': 0.5" in recipe and "'patients': 720" in recipe
+
+
 # --- the int8 decisions, without converting ----------------------------------------------------------------------
 
 

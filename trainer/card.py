@@ -251,7 +251,7 @@ def _validation_line(validation: dict | None) -> list[str]:
 
 
 def _recipe(cfg: dict) -> str:
-    keys = ("image_size", "weights", "batch_norm", "warmup_epochs", "warmup_size", "warmup_freeze_blocks",
+    keys = ("synth", "image_size", "weights", "batch_norm", "warmup_epochs", "warmup_size", "warmup_freeze_blocks",
             "warmup_synth", "freeze_blocks", "epochs", "batch_size", "learning_rate", "learning_rate_after_warmup",
             "bn_reestimate_batches", "patience", "rotation", "shift", "zoom", "flip", "gamma", "contrast", "noise",
             "blur", "bias", "preprocessing", "mirror_average", "mirror_tied", "seed")
