@@ -502,3 +502,39 @@ def test_the_contact_sheet_names_the_renderings_a_series_drew():
     assert sheet._rendering(generate_series(5, slices=2, size=64, positive=False)) == []
     varied = generate_series(5, slices=2, size=64, positive=False, render_variety=1.0)
     assert sheet._rendering(varied) == ["patchy marrow, k-space ringing, ghosts"]
+
+
+def _solidity(masks) -> float:
+    """Mean area / convex-hull area of the lesion regions in ``masks`` (1.0: convex like an ellipse)."""
+    import cv2
+
+    values = []
+    for m in masks:
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        values += [cv2.contourArea(c) / cv2.contourArea(cv2.convexHull(c)) for c in contours
+                   if cv2.contourArea(cv2.convexHull(c)) > 30]
+    return float(np.mean(values))
+
+
+def test_lesion_variety_zero_draws_as_before_and_one_gives_every_lesion_another_look_with_the_truth_kept():
+    import importlib
+
+    lesions = importlib.import_module("asinfer.trainer.phantoms._lesions")
+    plain = generate_series(11, slices=4, size=96, positive=True)
+    np.testing.assert_array_equal(plain.images, generate_series(11, slices=4, size=96, positive=True,
+                                                                lesion_variety=0.0).images)
+    plans = [p for k in range(40) for p in lesions.plan_lesions(np.random.default_rng(k), 12, True, "wide", 1.0)]
+    assert plans and all(p.look is not None for p in plans)
+    assert all(p.look is None for k in range(10) for p in lesions.plan_lesions(np.random.default_rng(k), 12, True))
+    half = [p.look is not None for k in range(40) for p in lesions.plan_lesions(np.random.default_rng(k), 12, True,
+                                                                                  "wide", 0.5)]
+    assert 0.3 < np.mean(half) < 0.7
+    shapes = {}
+    for variety in (0.0, 1.0):
+        series = [generate_series(300 + k, slices=6, size=256, positive=True, lesion_variety=variety) for k in range(8)]
+        for s in series:  # where a lesion lies, and so the ASAS truth, is drawn as before
+            assert s.label == 1 and s.slice_labels == [int(m.any()) for m in s.masks]
+        shapes[variety] = _solidity([m for s in series for m in s.masks])
+    assert shapes[1.0] < shapes[0.0] - 0.02  # bent outlines: wedges and lobes, not only ellipses
+    with pytest.raises(ValueError, match="lesion_variety"):
+        generate_series(1, slices=2, size=64, positive=True, lesion_variety=1.5)

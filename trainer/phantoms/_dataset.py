@@ -71,7 +71,8 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
                   profile: str | ScannerProfile = TRAINING_PROFILE, positive_fraction: float = 0.5,
                   progress: Callable[[int, int], None] | None = None, size: int | None = None,
                   anatomy: str | AnatomyVariant | None = None, mimic_rate: float = 1.0,
-                  lesion_range: str = "wide", render_variety: float = 0.0) -> DatasetSummary:
+                  lesion_range: str = "wide", render_variety: float = 0.0,
+                  lesion_variety: float = 0.0) -> DatasetSummary:
     """Write a synthetic phantom dataset: one folder per slice class plus labels.csv.
 
     Args:
@@ -93,6 +94,7 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
         mimic_rate: scales every mimic's probability (0: none; see generate_series).
         lesion_range: lesion sizes and brightness (``wide``, or ``large`` for a warm-up; see generate_series).
         render_variety: probability of each other way of rendering normal tissue (see generate_series).
+        lesion_variety: probability of another way of drawing each lesion (see generate_series).
 
     Returns:
         A DatasetSummary with paths and counts.
@@ -118,7 +120,8 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
     for i, (child, positive) in enumerate(zip(children, labels)):
         series = generate_series(child, slices=slices, size=size, positive=bool(positive), profile=prof,
                                  patient_id=f"P{i:04d}", anatomy=variant,
-                                 mimic_rate=mimic_rate, lesion_range=lesion_range, render_variety=render_variety)
+                                 mimic_rate=mimic_rate, lesion_range=lesion_range, render_variety=render_variety,
+                                 lesion_variety=lesion_variety)
         rows += _write_series(out, series, fmt, seed)
         pos_slices += sum(series.slice_labels)
         if progress is not None:
@@ -127,7 +130,7 @@ def write_dataset(out: Path | str, *, patients: int, slices: int = 12, fmt: str 
     _write_readme(out, fmt, seed, prof.name, anatomy_name)
     _write_info(out, fmt=fmt, seed=seed, profile=prof.name, anatomy=anatomy_name, patients=patients, slices=slices,
                 positive_fraction=positive_fraction, size=size, mimic_rate=mimic_rate, lesion_range=lesion_range,
-                render_variety=render_variety)
+                render_variety=render_variety, lesion_variety=lesion_variety)
     return DatasetSummary(out, csv_path, fmt, prof.name, seed, patients, len(rows), pos_slices, int(labels.sum()),
                           anatomy_name)
 

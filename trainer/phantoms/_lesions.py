@@ -9,7 +9,7 @@ region is, not merely whether one exists.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -18,6 +18,31 @@ from ._anatomy import SIDE_NAME, SIDES, JointLine, SliceAnatomy, Tissues
 from ._canvas import Canvas, ellipse, smooth_noise
 
 MIN_LESION_MM2 = 12.0  # smaller visible remnants do not count as a lesion on that slice
+
+
+@dataclass(frozen=True)
+class LesionLook:
+    """Another way of drawing a lesion's oedema (``lesion_variety``); where it lies and its truth stay the same.
+
+    ``outline``: radial harmonics (order, relative amplitude, phase) bending the ellipse into a wedge,
+    lobes or a flattened band; ``tilt``: its long axis off the joint line (radians), reaching obliquely into
+    the bone; ``edge_mm``: how far the margin fades (ill-defined to sharp); ``texture``: how uneven the signal
+    inside is; ``core``: how much brighter the centre is than the margin (0: flat).
+    """
+
+    outline: tuple[tuple[int, float, float], ...]
+    tilt: float
+    edge_mm: float
+    texture: float
+    core: float
+
+
+def sample_look(rng: np.random.Generator) -> LesionLook:
+    """One lesion look, every property drawn independently."""
+    orders = rng.choice([2, 3, 4, 5], size=int(rng.integers(1, 3)), replace=False)
+    outline = tuple((int(k), float(rng.uniform(0.05, 0.3)), float(rng.uniform(0, 2 * np.pi))) for k in orders)
+    return LesionLook(outline=outline, tilt=float(rng.uniform(-0.45, 0.45)), edge_mm=float(rng.uniform(0.4, 4.0)),
+                      texture=float(rng.uniform(0.0, 0.6)), core=float(rng.uniform(0.0, 0.8)))
 
 
 @dataclass(frozen=True)
@@ -33,6 +58,7 @@ class LesionPlan:
     length_mm: float  # extent along the joint
     depth_mm: float  # extent into the bone
     amplitude: float  # added STIR intensity at the lesion core
+    look: LesionLook | None = None  # None: the plain drawing (a soft ellipse along the joint)
 
     def covers(self, i: int) -> bool:
         return self.first_slice <= i < self.first_slice + self.n_slices
@@ -86,8 +112,12 @@ LESION_RANGES = {
 
 
 def plan_lesions(rng: np.random.Generator, n_slices: int, positive: bool,
-                 lesion_range: str = "wide") -> list[LesionPlan]:
-    """Draw the oedema lesions of a series (sizes from :data:`LESION_RANGES`); a positive plan always meets ASAS."""
+                 lesion_range: str = "wide", lesion_variety: float = 0.0) -> list[LesionPlan]:
+    """Draw the oedema lesions of a series (sizes from :data:`LESION_RANGES`); a positive plan always meets ASAS.
+
+    ``lesion_variety``: the probability that a lesion is drawn with a :class:`LesionLook` of its own instead
+    of the plain soft ellipse (0 draws nothing, so the random stream stays as it was).
+    """
     if not positive:
         return []
     bounds = LESION_RANGES[lesion_range]
@@ -99,7 +129,10 @@ def plan_lesions(rng: np.random.Generator, n_slices: int, positive: bool,
         cand = _draw_lesion(rng, len(plans), n_slices, bounds)
         if not any(_overlaps(cand, p) for p in plans):
             plans.append(cand)
-    return _ensure_asas(plans, n_slices)
+    plans = _ensure_asas(plans, n_slices)
+    if lesion_variety > 0.0:
+        plans = [replace(p, look=sample_look(rng)) if rng.random() < lesion_variety else p for p in plans]
+    return plans
 
 
 def _draw_lesion(rng: np.random.Generator, lesion_id: int, n_slices: int, bounds: dict) -> LesionPlan:
@@ -200,16 +233,43 @@ def render_lesion(cv: Canvas, sa: SliceAnatomy, plan: LesionPlan, i: int, rng) -
     u = float(np.clip(plan.u + 0.02 * z, 0.05, 0.95))
     centre = joint.at(u) + into * (joint.gap / 2 + 0.45 * plan.depth_mm * f)
     angle = float(np.arctan2(*joint.direction[::-1]))
-    shape = cv.mask([ellipse(centre, (plan.length_mm * f / 2, plan.depth_mm * f / 2), angle, 28)])
+    axes = (plan.length_mm * f / 2, plan.depth_mm * f / 2)
+    look = plan.look
+    outline = ellipse(centre, axes, angle, 28) if look is None else _outline(centre, axes, angle, look)
     marrow = sa.bone_marrow(plan.bone, plan.side)
-    mask = (shape & marrow).astype(bool)
-    _add_soft(cv, mask, plan.amplitude, rng)
+    mask = (cv.mask([outline]) & marrow).astype(bool)
+    if look is None:
+        _add_soft(cv, mask, plan.amplitude, rng)
+    else:
+        _add_look(cv, mask, plan.amplitude, look, rng)
     area = int(mask.sum())
     if area * cv.spacing**2 < MIN_LESION_MM2:
         return mask, None
     ys, xs = np.nonzero(mask)
     return mask, Lesion(plan.lesion_id, i, SIDE_NAME[plan.side], plan.bone, (float(xs.mean()), float(ys.mean())),
                         area, round(area * cv.spacing**2, 2))
+
+
+def _outline(centre, axes, angle: float, look: LesionLook, n: int = 48) -> np.ndarray:
+    """The ellipse's outline bent by the look's radial harmonics and tilted off the joint line (mm)."""
+    th = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    r = 1.0 + sum(a * np.cos(k * th + phase) for k, a, phase in look.outline)
+    x, y = axes[0] * r * np.cos(th), axes[1] * r * np.sin(th)
+    c, s = np.cos(angle + look.tilt), np.sin(angle + look.tilt)
+    return np.stack([centre[0] + c * x - s * y, centre[1] + s * x + c * y], axis=1)
+
+
+def _add_look(cv: Canvas, mask: np.ndarray, amplitude: float, look: LesionLook, rng) -> None:
+    """Oedema inside ``mask`` as the look draws it: margin fade, core-to-margin profile, uneven signal."""
+    if not mask.any():
+        return
+    m = mask.astype(np.uint8)
+    soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), max(0.5, cv.px(look.edge_mm))) * mask
+    if look.core > 0:
+        depth = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+        soft *= (1.0 - look.core) + look.core * depth / max(float(depth.max()), 1e-6)
+    uneven = (1.0 - look.texture) + look.texture * smooth_noise(rng, cv.size, max(4, cv.size // 8))
+    cv.img += amplitude * soft * np.clip(uneven, 0.0, None)
 
 
 def _add_soft(cv: Canvas, mask: np.ndarray, amplitude: float, rng, sign: float = 1.0) -> None:

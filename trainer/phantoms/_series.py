@@ -95,7 +95,8 @@ def _pick_anatomy(rng: np.random.Generator, anatomy: str | AnatomyVariant | None
 def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, positive: bool,
                     profile: str | ScannerProfile = TRAINING_PROFILE, patient_id: str | None = None,
                     anatomy: str | AnatomyVariant | None = None, mimic_rate: float = 1.0,
-                    lesion_range: str = "wide", render_variety: float = 0.0) -> Series:
+                    lesion_range: str = "wide", render_variety: float = 0.0,
+                    lesion_variety: float = 0.0) -> Series:
     """Render one synthetic STIR series through the sacroiliac joints.
 
     Args:
@@ -119,6 +120,10 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
             patchy marrow (red-marrow islands, fatty foci), a truncated k-space instead of a Gaussian
             blur (ringing), motion ghosts along the phase-encode axis. 0 (the default) renders exactly
             as before; a recipe that wants a model to depend less on one way of drawing a pelvis raises it.
+        lesion_variety: the probability, per lesion, of another way of drawing its oedema (outline bent
+            into a wedge or lobes, tilted off the joint line, margin from ill-defined to sharp, uneven
+            signal, brighter core); where it lies, its size and the truth are drawn as before. 0 (the
+            default) renders exactly as before.
 
     Returns:
         A Series with uint8/uint16 images, per-slice and per-series truth.
@@ -138,6 +143,8 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
         raise ValueError(f"lesion_range={lesion_range!r} is not one of {', '.join(LESION_RANGES)}.")
     if not 0.0 <= render_variety <= 1.0:
         raise ValueError(f"render_variety={render_variety!r} must be between 0 (the plain rendering) and 1.")
+    if not 0.0 <= lesion_variety <= 1.0:
+        raise ValueError(f"lesion_variety={lesion_variety!r} must be between 0 (the plain lesion) and 1.")
     prof = get_profile(profile)
     if anatomy is not None:
         get_anatomy(anatomy)  # a bad name fails before any drawing
@@ -145,7 +152,7 @@ def generate_series(rng_or_seed, *, slices: int = 12, size: int | None = None, p
     pid = patient_id if patient_id is not None else f"PH{int(rng.integers(10**6)):06d}"
     for _ in range(_MAX_TRIES):
         series = _render(rng, int(slices), size, bool(positive), prof, pid, _pick_anatomy(rng, anatomy),
-                         mimic_rate, lesion_range, render_variety)
+                         mimic_rate, lesion_range, render_variety, lesion_variety)
         if bool(series.label) == bool(positive):
             return series
     raise RuntimeError(f"could not render an ASAS-positive series in {_MAX_TRIES} tries (size={size})")
@@ -161,10 +168,11 @@ def _slice_levels(rng, acq: Acquisition, n: int) -> tuple[list[float], list[floa
 
 
 def _render(rng, n: int, size, positive: bool, prof, pid: str, variant: AnatomyVariant,
-            mimic_rate: float = 1.0, lesion_range: str = "wide", render_variety: float = 0.0) -> Series:
+            mimic_rate: float = 1.0, lesion_range: str = "wide", render_variety: float = 0.0,
+            lesion_variety: float = 0.0) -> Series:
     acq = sample_acquisition(rng, prof, size)
     anatomy = sample_anatomy(rng, variant, sample_tissues(rng, acq.fat_residual, variant))
-    plans = plan_lesions(rng, n, positive, lesion_range)
+    plans = plan_lesions(rng, n, positive, lesion_range, lesion_variety)
     findings = plan_findings(rng, n, positive, plans, mimic_rate)
     z, levels = _slice_levels(rng, acq, n)
     canvas = Canvas(acq.size, acq.mm_to_px((0.0, anatomy.sacrum_y - 15.0)), acq.spacing / acq.scale)
