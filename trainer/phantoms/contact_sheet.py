@@ -79,7 +79,8 @@ def _wanted(series: Series, storage) -> bool:
     return (st.bits, st.export8, st.windowed, st.photometric) == storage
 
 
-def _pick(positive: bool, row: int, seed: int, render_variety: float = 0.0) -> tuple[Series, int]:
+def _pick(positive: bool, row: int, seed: int, render_variety: float = 0.0,
+          lesion_variety: float = 0.0) -> tuple[Series, int]:
     """A series of the row's anatomy (and storage), and a slice worth showing: a lesion, or the most mimics."""
     names = (*TRAINING_ANATOMIES, next(n for n, v in ANATOMIES.items() if v.held_out))
     held_out = row >= len(TRAINING_ANATOMIES)
@@ -87,7 +88,8 @@ def _pick(positive: bool, row: int, seed: int, render_variety: float = 0.0) -> t
     for k in range(400):  # the first seed whose draw stores the slice the way this row shows
         series = generate_series(seed * 100_000 + row * 1000 + k * 2 + int(positive), slices=12, positive=positive,
                                  profile="vendor-b" if held_out else TRAINING_PROFILE, anatomy=names[row],
-                                 patient_id=f"{'POS' if positive else 'NEG'}{row}", render_variety=render_variety)
+                                 patient_id=f"{'POS' if positive else 'NEG'}{row}", render_variety=render_variety,
+                                 lesion_variety=lesion_variety)
         if storage is None or _wanted(series, storage):
             break
     if positive:
@@ -95,21 +97,24 @@ def _pick(positive: bool, row: int, seed: int, render_variety: float = 0.0) -> t
     return series, int(np.argmax([len(f) for f in series.findings]))
 
 
-def contact_sheet(rows: int | None = None, seed: int = 0, render_variety: float = 0.0) -> np.ndarray:
+def contact_sheet(rows: int | None = None, seed: int = 0, render_variety: float = 0.0,
+                  lesion_variety: float = 0.0) -> np.ndarray:
     """BGR uint8 sheet: per row, a positive (8-bit display | model input) and a negative slice (model input).
 
-    ``rows`` None shows every anatomy variant, the held-out one last; ``render_variety`` as in generate_series.
+    ``rows`` None shows every anatomy variant, the held-out one last; ``render_variety`` and
+    ``lesion_variety`` as in generate_series.
     """
     pre = Preprocessor(size=(TILE, TILE), threads=1)
     rows = len(ANATOMIES) if rows is None else rows
     # The negative is stored the same way as the positive, so its 8-bit display would add nothing new.
-    body = [np.hstack(_tiles(*_pick(True, r, seed, render_variety), pre)
-                      + _tiles(*_pick(False, r, seed, render_variety), pre)[1:]) for r in range(rows)]
+    body = [np.hstack(_tiles(*_pick(True, r, seed, render_variety, lesion_variety), pre)
+                      + _tiles(*_pick(False, r, seed, render_variety, lesion_variety), pre)[1:]) for r in range(rows)]
     header = np.zeros((56, body[0].shape[1], 3), np.uint8)
     for k, text in enumerate(("SYNTHETIC PHANTOM - not patient data. Per row: ASAS-positive slice as",
                               "engine 8-bit display | model input (red: lesions); negative slice as model input.",
                               "One anatomy variant per row; last row: held-out anatomy and profile."
-                              + (f" render_variety {render_variety:g}." if render_variety else ""))):
+                              + (f" render_variety {render_variety:g}." if render_variety else "")
+                              + (f" lesion_variety {lesion_variety:g}." if lesion_variety else ""))):
         cv2.putText(header, text, (6, 16 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return np.vstack([header, *body])
 
@@ -122,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--render-variety", type=float, default=0.0,
                     help="probability of each other rendering of normal tissue (default 0: the plain one)")
+    ap.add_argument("--lesion-variety", type=float, default=0.0,
+                    help="probability of another look for each lesion (default 0: the plain one)")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), contact_sheet(args.rows, args.seed, args.render_variety),
+    cv2.imwrite(str(args.out), contact_sheet(args.rows, args.seed, args.render_variety, args.lesion_variety),
                 [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0
