@@ -85,6 +85,30 @@ def test_evaluate_reports_intervals_flips_and_records_into_the_card(tiny_bundle,
     assert "Drift targets and sampling" in text or result["drift_by_chance"] is None
     assert json.loads((bundle / "manifest.json").read_text())["metrics"]["conditions"]["patients"] == 4
     assert all(row["flip_changed_network"] is None for row in result["conditions"])  # no mirroring: the same
+    for row in result["conditions"]:  # every lesion slice lands in one brightening bin
+        bins = row["lesion_sensitivity"]
+        assert sum(b["lesion_slices"] for b in bins) == row["positive_slices"]
+    assert "Slice sensitivity by how much brighter a lesion is" in text and "| small 8-bit | " in text.split(
+        "Slice sensitivity by how much brighter")[1]
+
+
+def test_lesion_brightening_compares_the_lesion_with_a_band_around_it():
+    from asinfer.trainer.evaluate import lesion_brightening, sensitivity_by_brightening
+
+    image = np.full((32, 32), 100.0)
+    mask = np.zeros((32, 32), bool)
+    mask[12:20, 12:20] = True
+    image[mask] = 180.0
+    image[0:4, 0:4] = 1000.0  # far from the lesion: outside its band, so it changes nothing
+    assert lesion_brightening(image, mask) == pytest.approx(0.8)
+    assert lesion_brightening(image * 16, mask) == pytest.approx(0.8)  # a ratio: a deeper export keeps it
+    assert np.isnan(lesion_brightening(image, np.zeros_like(mask)))
+    assert np.isnan(lesion_brightening(image, np.ones_like(mask)))  # no surroundings to compare with
+    brightening = np.array([np.nan, 0.1, 0.4, 0.5, 0.7, 2.0, np.nan])
+    found = np.array([True, False, True, False, True, True, False])
+    bins = sensitivity_by_brightening(brightening, found)
+    assert [(b["brighter"], b["lesion_slices"], b["sensitivity"]) for b in bins] == [
+        ("< 0.3", 1, 0.0), ("0.3-0.6", 2, 0.5), ("0.6-1", 1, 1.0), (">= 1", 1, 1.0)]
 
 
 def test_a_mirror_averaged_bundle_changes_no_label_and_reports_the_network_alone(tmp_path):

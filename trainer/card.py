@@ -187,12 +187,29 @@ def _conditions_section(m) -> list[str]:
                      f"{_num(sl.get('sensitivity'))} | {_num(sl.get('specificity'))} | "
                      f"{_with_interval(se.get('auc'), ci(se))} | {_num(se.get('sensitivity'))} | "
                      f"{_num(se.get('specificity'))} | {_num(row.get('flip_changed'))} | {_num(row.get('agreement'))} |")
+    lines += _brightening_table(result.get("conditions", []))
     lines += ["", "| target | limit | worst | where | met |", "|---|---|---|---|---|"]
     for t in result.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t.get("met")]
         lines.append(f"| {t.get('target')} | {t.get('limit')} | {_num(t.get('worst'))} | {t.get('where') or ''} | {met} |")
     lines += _chance_line(result.get("drift_by_chance"))
     return [*lines, "", "Reproduce: `python -m asinfer.trainer.evaluate BUNDLE --keras RUN/model.keras --record`.", ""]
+
+
+def _brightening_table(rows: list[dict]) -> list[str]:
+    """Slice sensitivity by lesion brightening per condition: a source whose lesions are as bright but found
+    less often shows a model that learned how one generator draws a lesion."""
+    rows = [row for row in rows if row.get("lesion_sensitivity")]
+    if not rows:
+        return []
+    bins = [b["brighter"] for b in rows[0]["lesion_sensitivity"]]
+    lines = ["", "Slice sensitivity by how much brighter a lesion is than its surroundings (lesion mean over the "
+             "median of a 4-px band around it, minus 1; lesion slices in brackets):", "",
+             "| condition | " + " | ".join(bins) + " |", "|---|" + "---|" * len(bins)]
+    for row in rows:
+        cells = [f"{_num(b['sensitivity'])} ({b['lesion_slices']})" for b in row["lesion_sensitivity"]]
+        lines.append(f"| {row.get('name')} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _chance_line(chance: dict | None) -> list[str]:

@@ -12,7 +12,10 @@ preprocessing, its default CPU artifact) and reports:
   the bundle's slice threshold;
 * series AUC with its interval, and sensitivity / specificity of the bundle's series rule;
 * ``flip_changed``: the share of slice labels that change when every slice is mirrored left-right;
-* ``agreement``: the share of slice labels the artifact shares with the Keras model (``--keras``).
+* ``agreement``: the share of slice labels the artifact shares with the Keras model (``--keras``);
+* ``lesion_sensitivity``: slice sensitivity by how much brighter the slice's lesions are than their
+  surroundings (:func:`lesion_brightening`), so a source whose lesions are found less often although
+  they are as bright shows as such (a model that learned one generator's way of drawing a lesion).
 
 ``--record`` stores the table in the manifest (``metrics["conditions"]``); the model card shows it,
 with the issue's targets beside it (:data:`TARGETS`). Synthetic phantoms only: these numbers say how
@@ -40,6 +43,8 @@ log = logging.getLogger("asinfer.trainer")
 SLICES = 12
 BOOTSTRAP = 1000
 DRIFT_LIMIT = 0.05  # the issue's threshold-transfer target: rates within 0.05 of their validation values
+BRIGHTENING_BINS = (0.3, 0.6, 1.0)  # edges of lesion_sensitivity's bins (lesion mean / surroundings - 1)
+RING_PX = 4  # width of the surroundings a lesion is compared with
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ def _measure(clf, condition: Condition, patients: int, reference) -> dict:
     generate = _source(condition.source)
     rng = np.random.SeedSequence(condition.seed)
     labels, probs, flipped, agree, series_of, truth, graph, graph_flipped = [], [], [], [], [], [], [], []
+    brightening = []  # per slice: its lesions' brightening over their surroundings (nan: no lesion)
     for k, child in enumerate(rng.spawn(patients)):
         series = generate(child, slices=SLICES, positive=bool(k % 2), patient_id=f"E{k:03d}", **condition.generator)
         frames = [_frame(series, i, condition.export, f"E{k:03d}_s{i}") for i in range(len(series.images))]
@@ -150,6 +156,8 @@ def _measure(clf, condition: Condition, patients: int, reference) -> dict:
             graph += clf.run_graph(batch).tolist()
             graph_flipped += clf.run_graph(mirrored).tolist()
         labels += [int(v) for v in series.slice_labels]
+        brightening += [lesion_brightening(image, mask) if lab else math.nan
+                        for image, mask, lab in zip(series.images, series.masks, series.slice_labels)]
         series_of += [k] * len(frames)
         truth.append(int(series.label))
         if reference is not None:
@@ -173,7 +181,39 @@ def _measure(clf, condition: Condition, patients: int, reference) -> dict:
                                            != (np.array(graph_flipped) >= clf.threshold)).mean()))
                                  if graph else None),
         "agreement": _r(float(np.mean(agree))) if agree else None,
+        "lesion_sensitivity": sensitivity_by_brightening(np.array(brightening), positive),
     }
+
+
+def lesion_brightening(image: np.ndarray, mask: np.ndarray, ring: int = RING_PX) -> float:
+    """How much brighter the lesion pixels (``mask``) are than their surroundings: the lesion's mean over
+    the median of a ``ring``-pixel band around it, minus 1 (0: as bright; 1: twice). nan without a lesion
+    or a band (a mask filling the image). Display polarity, stored values: a ratio, so the bit depth and a
+    linear export do not change it."""
+    import cv2
+
+    if not mask.any():
+        return math.nan
+    kernel = np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)
+    band = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
+    if not band.any():
+        return math.nan
+    around = float(np.median(image[band]))
+    return float(image[mask].mean()) / max(around, 1e-6) - 1.0
+
+
+def sensitivity_by_brightening(brightening: np.ndarray, positive: np.ndarray,
+                               edges: tuple[float, ...] = BRIGHTENING_BINS) -> list[dict]:
+    """Slice sensitivity per bin of lesion brightening (nan entries are slices without a lesion: skipped)."""
+    lesion = ~np.isnan(brightening)
+    bounds = (-math.inf, *edges, math.inf)
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = lesion & (brightening >= lo) & (brightening < hi)
+        name = f"< {hi:g}" if lo == -math.inf else f">= {lo:g}" if hi == math.inf else f"{lo:g}-{hi:g}"
+        out.append({"brighter": name, "lesion_slices": int(sel.sum()),
+                    "sensitivity": _r(float(positive[sel].mean())) if sel.any() else None})
+    return out
 
 
 def judge(rows: list[dict]) -> list[dict]:
