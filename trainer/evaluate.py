@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from asinfer import engine
@@ -190,8 +191,6 @@ def lesion_brightening(image: np.ndarray, mask: np.ndarray, ring: int = RING_PX)
     the median of a ``ring``-pixel band around it, minus 1 (0: as bright; 1: twice). nan without a lesion
     or a band (a mask filling the image). Display polarity, stored values: a ratio, so the bit depth and a
     linear export do not change it."""
-    import cv2
-
     if not mask.any():
         return math.nan
     kernel = np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)

@@ -251,12 +251,11 @@ def render_lesion(cv: Canvas, sa: SliceAnatomy, plan: LesionPlan, i: int, rng) -
 
 
 def _outline(centre, axes, angle: float, look: LesionLook, n: int = 48) -> np.ndarray:
-    """The ellipse's outline bent by the look's radial harmonics and tilted off the joint line (mm)."""
-    th = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    """The ellipse's outline tilted off the joint line and bent by the look's radial harmonics (mm)."""
+    points = ellipse(centre, axes, angle + look.tilt, n)
+    th = np.linspace(0, 2 * np.pi, n, endpoint=False)  # the ellipse's own parameter for each point
     r = 1.0 + sum(a * np.cos(k * th + phase) for k, a, phase in look.outline)
-    x, y = axes[0] * r * np.cos(th), axes[1] * r * np.sin(th)
-    c, s = np.cos(angle + look.tilt), np.sin(angle + look.tilt)
-    return np.stack([centre[0] + c * x - s * y, centre[1] + s * x + c * y], axis=1)
+    return centre + (points - centre) * r[:, None]
 
 
 def _add_look(cv: Canvas, mask: np.ndarray, amplitude: float, look: LesionLook, rng) -> None:
