@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from pathlib import Path
@@ -79,6 +80,63 @@ def test_resume_continues_from_the_checkpoint(run_dir):
     assert first_session + 0.8 * elapsed < manifest.training["wall_time_s"] <= first_session + elapsed + 0.5
     assert any(m.startswith("epoch 2:") for m in messages)
     assert not any(m.startswith("epoch 1:") for m in messages)
+
+
+def test_best_json_names_the_epoch_best_keras_holds(run_dir):
+    """best.keras is the phase's best epoch (first of equals); best.json says which, for a resume."""
+    aucs = importlib.import_module("asinfer.trainer.train")._read_history(run_dir / "history.csv")["val_auc"]
+    saved = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+    assert saved == {"epoch": int(np.argmax(aucs)), "val_auc": pytest.approx(max(aucs))}
+
+
+def _phase(tmp_path, patience, aucs, best_epoch):
+    """Callbacks of a main phase that ran epochs 2.. with ``aucs``; best.keras holds a tiny model."""
+    import keras
+
+    train = importlib.import_module("asinfer.trainer.train")
+    (tmp_path / "checkpoints").mkdir()
+    best = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="ones")])
+    best.save(tmp_path / "checkpoints" / "best.keras")
+    (tmp_path / "checkpoints" / "best.json").write_text(json.dumps({"epoch": best_epoch, "val_auc": 0.0}))
+    clock = train._Clock(tmp_path / "wall_time_s", False)
+    callbacks = train._callbacks(tmp_path, train.TrainConfig(patience=patience), lambda m: None, clock)
+    history = {"val_auc": [0.5, 0.6, *aucs]}  # epochs 0-1: the warm-up, another phase
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    messages = []
+    result = train._continue_phase(model, callbacks, history, 2, 2 + len(aucs), 2e-4, messages.append)
+    return result, callbacks, model, messages
+
+
+def test_a_resumed_phase_keeps_its_best_epoch_patience_and_rate_cuts(tmp_path):
+    import keras
+
+    # epochs 2-5: best at 3 (0.9), two epochs without improvement cut the rate once (x 0.3, patience 2)
+    (lr, stopped), callbacks, model, messages = _phase(tmp_path, 5, [0.8, 0.9, 0.85, 0.86], best_epoch=3)
+    assert not stopped and lr == pytest.approx(6e-5), messages
+    stopper = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.EarlyStopping))
+    cutter = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.ReduceLROnPlateau))
+    saver = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_best_only)
+    stopper.on_train_begin(), cutter.on_train_begin()  # what fit() calls: must keep the played state
+    assert (stopper.best, stopper.best_epoch, stopper.wait, cutter.best, cutter.wait) == (0.9, 3, 2, 0.9, 0)
+    assert saver.best == 0.9  # best.keras is replaced only by an epoch better than 0.9
+    # the fit goes on without improving: early stopping restores epoch 3's weights, not the resumed ones
+    stopper.set_model(model)
+    stopper.on_epoch_end(6, {"val_auc": 0.7})
+    stopper.on_train_end()
+    assert np.all(model.get_weights()[0] == 1.0)
+    assert "best epoch 4 (val_auc 0.9000), 2 epoch(s) since, lr 6e-05" in messages[0]
+
+
+def test_a_phase_that_had_stopped_early_is_not_trained_further(tmp_path):
+    (lr, stopped), _, model, messages = _phase(tmp_path, 2, [0.9, 0.8, 0.8], best_epoch=2)
+    assert stopped and np.all(model.get_weights()[0] == 1.0)  # the best epoch's weights
+    assert "had stopped early after epoch 5; keeping epoch 3" in messages[-1]
+
+
+def test_without_the_best_epochs_weights_a_resume_starts_the_callbacks_afresh(tmp_path):
+    (lr, stopped), _, model, messages = _phase(tmp_path, 5, [0.8, 0.9, 0.85, 0.86], best_epoch=5)
+    assert (lr, stopped) == (2e-4, False) and np.all(model.get_weights()[0] == 0.0)
+    assert "start afresh" in messages[0]
 
 
 def test_resuming_a_finished_run_keeps_its_model(run_dir):

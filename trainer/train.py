@@ -256,12 +256,18 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
             freeze(vgg_base(model), frozen)
             if resized and done <= start and config.bn_reestimate_batches:
                 reestimate_batch_norm(model, data, config, say)
+            callbacks = _callbacks(out, config, say, clock, fixed=fixed)
+            if done > start and not fixed:  # resumed inside this phase
+                lr, stopped = _continue_phase(model, callbacks, _read_history(history_csv), start, done, lr, say)
+                if stopped:
+                    start = end
+                    continue
             _compile(model, lr)
             frozen_text = f"blocks 1-{frozen} frozen" if frozen else "all blocks trainable"
             say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
             model.fit(train_dataset(data["train"], config), validation_data=data["val"],
                       initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
-                      callbacks=_callbacks(out, config, say, clock, fixed=fixed), verbose=0)
+                      callbacks=callbacks, verbose=0)
         start = end
     if model.input_shape[1] != config.image_size:  # resumed after the last epoch of the warm-up
         model = _resized(model, config.image_size, config)
@@ -403,10 +409,30 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
             say(f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} auc {logs.get('auc', 0):.3f} "
                 f"val_loss {logs.get('val_loss', 0):.4f} val_auc {logs.get('val_auc', 0):.3f}")
 
+    class BestEpoch(keras.callbacks.Callback):
+        """Writes which epoch best.keras holds into best.json (placed right after its ModelCheckpoint,
+        it sees that checkpoint's ``best`` change exactly when it saved); a resume restores that epoch."""
+
+        def __init__(self, saver):
+            super().__init__()
+            self.saver, self.best_json, self.seen = saver, Path(saver.filepath).with_suffix(".json"), None
+
+        def on_train_begin(self, logs=None):
+            self.seen = self.saver.best
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.saver.best is not None and self.saver.best != self.seen:
+                self.seen = self.saver.best
+                tmp = self.best_json.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps({"epoch": epoch, "val_auc": float(self.seen)}))
+                os.replace(tmp, self.best_json)
+
+    best = keras.callbacks.ModelCheckpoint(out / "checkpoints" / "best.keras", monitor="val_auc", mode="max",
+                                           save_best_only=True)
     return [
         keras.callbacks.ModelCheckpoint(out / "checkpoints" / "last.keras"),
-        keras.callbacks.ModelCheckpoint(out / "checkpoints" / "best.keras", monitor="val_auc", mode="max",
-                                        save_best_only=True),
+        best,
+        BestEpoch(best),
         *([] if fixed else [
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
                                           restore_best_weights=True),
@@ -416,6 +442,65 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
         Report(),
         *([TieStatistics()] if config.mirror_tied else []),
     ]
+
+
+def _continue_phase(model, callbacks, history: dict[str, list[float]], start: int, done: int, lr: float, say):
+    """Give a phase resumed after epoch ``done`` the state one uninterrupted fit would have had.
+
+    EarlyStopping and ReduceLROnPlateau start afresh with every fit, so a resumed phase used to forget
+    its best epoch (and restore the best of the epochs after the resume), its patience count and its
+    rate cuts. Here the phase's finished epochs (their validation AUC in history.csv) are played to
+    the fresh callbacks on a stand-in model, which gives their counters, best value and learning rate
+    as Keras computed them; the best epoch's weights come from checkpoints/best.keras when best.json
+    says it holds that epoch. Adam's moment estimates still start afresh.
+
+    Returns:
+        (learning rate to continue at, whether the phase had already stopped early); if it had, the
+        best epoch's weights are now in ``model`` and the caller skips the rest of the phase.
+    """
+    import math
+    import warnings
+    from types import SimpleNamespace
+
+    import keras
+
+    from .model import load
+
+    stopper = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.EarlyStopping))
+    cutter = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.ReduceLROnPlateau))
+    marker = next(cb for cb in callbacks if hasattr(cb, "best_json"))
+    # get_weights: not None, or EarlyStopping takes every epoch for the first one it has seen
+    stand_in = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=lr), stop_training=False,
+                               get_weights=lambda: [])
+    for cb in (stopper, cutter):
+        cb.set_model(stand_in)
+        cb.on_train_begin()
+    aucs = history.get("val_auc", [])
+    for epoch in range(start, done):
+        value = aucs[epoch] if epoch < len(aucs) else math.nan
+        with warnings.catch_warnings(action="ignore"):  # an epoch without validation; Keras warned then
+            for cb in (stopper, cutter):
+                cb.on_epoch_end(epoch, {} if math.isnan(value) else {"val_auc": value})
+    try:
+        saved = json.loads(marker.best_json.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if stopper.best is None or saved.get("epoch") != stopper.best_epoch:
+        say(f"checkpoints/best.keras does not hold the phase's best epoch so far ({saved or 'no best.json'}): "
+            "early stopping and rate cuts start afresh, as in a new fit")
+        return lr, False
+    stopper.best_weights = load(marker.saver.filepath, compile=False).get_weights()
+    marker.saver.best = stopper.best  # best.keras is replaced only by a better epoch
+    for cb in (stopper, cutter):
+        cb.on_train_begin = lambda logs=None: None  # the fit must not reset the played state
+    lr = float(stand_in.optimizer.learning_rate)
+    say(f"phase state after epoch {done}: best epoch {stopper.best_epoch + 1} (val_auc {stopper.best:.4f}), "
+        f"{stopper.wait} epoch(s) since, lr {lr:g}")
+    if stand_in.stop_training:
+        say(f"the phase had stopped early after epoch {stopper.stopped_epoch + 1}; keeping epoch {stopper.best_epoch + 1}")
+        model.set_weights(stopper.best_weights)
+        return lr, True
+    return lr, False
 
 
 def _epochs_done(history_csv: Path) -> int:
