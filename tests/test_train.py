@@ -80,6 +80,29 @@ def test_resume_continues_from_the_checkpoint(run_dir):
     assert first_session + 0.8 * elapsed < manifest.training["wall_time_s"] <= first_session + elapsed + 0.5
     assert any(m.startswith("epoch 2:") for m in messages)
     assert not any(m.startswith("epoch 1:") for m in messages)
+    assert any(m.startswith("optimizer state carried over (step ") for m in messages), messages
+    assert any(m.startswith("phase state after epoch 1: best epoch 1") for m in messages), messages
+
+
+def test_the_checkpointed_optimizer_state_carries_into_the_recompiled_model(tmp_path):
+    import keras
+
+    train = importlib.import_module("asinfer.trainer.train")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 1)), epochs=3, verbose=0)
+    model.save(tmp_path / "last.keras")
+    loaded = keras.models.load_model(tmp_path / "last.keras", compile=True)
+    checkpointed = loaded.optimizer
+    loaded.compile(optimizer=keras.optimizers.Adam(5e-4), loss="mse")
+    messages = []
+    train._carry_optimizer(checkpointed, loaded, messages.append)
+    assert messages == ["optimizer state carried over (step 3)"]
+    trained, carried = model.optimizer.variables, loaded.optimizer.variables  # same order: same network
+    assert len(trained) == len(carried) == 10
+    for before, after in zip(trained, carried):
+        expected = 5e-4 if after.path.endswith("/learning_rate") else before.numpy()  # the new rate is kept
+        np.testing.assert_allclose(after.numpy(), expected, rtol=1e-6)
 
 
 def test_best_json_names_the_epoch_best_keras_holds(run_dir):

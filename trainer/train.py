@@ -262,7 +262,10 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
                 if stopped:
                     start = end
                     continue
+            checkpointed = model.optimizer if done > start and not resized else None
             _compile(model, lr)
+            if checkpointed is not None:
+                _carry_optimizer(checkpointed, model, say)
             frozen_text = f"blocks 1-{frozen} frozen" if frozen else "all blocks trainable"
             say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
             model.fit(train_dataset(data["train"], config), validation_data=data["val"],
@@ -452,7 +455,7 @@ def _continue_phase(model, callbacks, history: dict[str, list[float]], start: in
     rate cuts. Here the phase's finished epochs (their validation AUC in history.csv) are played to
     the fresh callbacks on a stand-in model, which gives their counters, best value and learning rate
     as Keras computed them; the best epoch's weights come from checkpoints/best.keras when best.json
-    says it holds that epoch. Adam's moment estimates still start afresh.
+    says it holds that epoch (Adam's state: ``_carry_optimizer``).
 
     Returns:
         (learning rate to continue at, whether the phase had already stopped early); if it had, the
@@ -501,6 +504,29 @@ def _continue_phase(model, callbacks, history: dict[str, list[float]], start: in
         model.set_weights(stopper.best_weights)
         return lr, True
     return lr, False
+
+
+def _carry_optimizer(old, model, say) -> None:
+    """Adam's step count and moment estimates from the checkpoint into the newly compiled optimizer.
+
+    Compiling again (the phase's frozen blocks and rate) builds a fresh Adam, whose moments would
+    restart at zero and its bias correction at step 1. Variables pair by name; the rate stays the new
+    one (the checkpoint is written before a rate cut of its epoch takes effect). Nothing is carried if
+    the two do not match one for one.
+    """
+    new = model.optimizer
+    new.build(model.trainable_variables)
+
+    def named(optimizer):
+        return {v.path.split("/", 1)[-1]: v for v in optimizer.variables if not v.path.endswith("/learning_rate")}
+
+    src, dst = named(old), named(new)
+    if not src or src.keys() != dst.keys() or any(src[k].shape != dst[k].shape for k in src):
+        say("optimizer state not carried over (the checkpoint's variables differ): Adam starts afresh")
+        return
+    for key, variable in dst.items():
+        variable.assign(src[key])
+    say(f"optimizer state carried over (step {int(new.iterations.numpy())})")
 
 
 def _epochs_done(history_csv: Path) -> int:
