@@ -84,6 +84,24 @@ def test_resume_continues_from_the_checkpoint(run_dir):
     assert any(m.startswith("phase state after epoch 1: best epoch 1") for m in messages), messages
 
 
+def test_a_run_killed_before_its_model_was_saved_evaluates_the_best_epoch(run_dir):
+    """Killed after the last epoch, before model.keras: the resume evaluates best.keras's epoch, not last.keras's."""
+    import keras
+
+    from asinfer.trainer.train import TrainConfig, train
+
+    (run_dir / "manifest.json").unlink()
+    (run_dir / "model.keras").unlink()
+    messages = []
+    train(TrainConfig.load(run_dir / "train_config.json"), run_dir, resume=True, progress=messages.append)
+    best = json.loads((run_dir / "checkpoints" / "best.json").read_text())["epoch"]
+    assert f"the phase had ended; keeping epoch {best + 1}" in messages, messages
+    assert not any(m.startswith("training epochs") for m in messages)
+    saved = keras.models.load_model(run_dir / "model.keras").get_weights()
+    expected = keras.models.load_model(run_dir / "checkpoints" / "best.keras").get_weights()
+    assert len(saved) == len(expected) and all(np.array_equal(a, b) for a, b in zip(saved, expected))
+
+
 def test_the_checkpointed_optimizer_state_carries_into_the_recompiled_model(tmp_path):
     import keras
 
@@ -112,7 +130,7 @@ def test_best_json_names_the_epoch_best_keras_holds(run_dir):
     assert saved == {"epoch": int(np.argmax(aucs)), "val_auc": pytest.approx(max(aucs))}
 
 
-def _phase(tmp_path, patience, aucs, best_epoch):
+def _phase(tmp_path, patience, aucs, best_epoch, ended=False):
     """Callbacks of a main phase that ran epochs 2.. with ``aucs``; best.keras holds a tiny model."""
     import keras
 
@@ -126,7 +144,7 @@ def _phase(tmp_path, patience, aucs, best_epoch):
     history = {"val_auc": [0.5, 0.6, *aucs]}  # epochs 0-1: the warm-up, another phase
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="zeros")])
     messages = []
-    result = train._continue_phase(model, callbacks, history, 2, 2 + len(aucs), 2e-4, messages.append)
+    result = train._continue_phase(model, callbacks, history, 2, 2 + len(aucs), 2e-4, messages.append, ended=ended)
     return result, callbacks, model, messages
 
 
@@ -154,6 +172,19 @@ def test_a_phase_that_had_stopped_early_is_not_trained_further(tmp_path):
     (lr, stopped), _, model, messages = _phase(tmp_path, 2, [0.9, 0.8, 0.8], best_epoch=2)
     assert stopped and np.all(model.get_weights()[0] == 1.0)  # the best epoch's weights
     assert "had stopped early after epoch 5; keeping epoch 3" in messages[-1]
+
+
+def test_a_phase_resumed_right_after_its_last_epoch_ends_on_its_best_epoch(tmp_path):
+    # killed after the last epoch, before model.keras: its fit would have restored the best epoch (3)
+    (lr, over), _, model, messages = _phase(tmp_path, 5, [0.8, 0.9, 0.85], best_epoch=3, ended=True)
+    assert over and np.all(model.get_weights()[0] == 1.0), messages
+    assert messages[-1] == "the phase had ended; keeping epoch 4"
+
+
+def test_a_phase_resumed_after_its_last_epoch_without_best_json_keeps_the_last(tmp_path):
+    (lr, over), _, model, messages = _phase(tmp_path, 5, [0.8, 0.9, 0.85], best_epoch=4, ended=True)
+    assert over and np.all(model.get_weights()[0] == 0.0)
+    assert messages[0].endswith(": keeping the last epoch")
 
 
 def test_without_the_best_epochs_weights_a_resume_starts_the_callbacks_afresh(tmp_path):

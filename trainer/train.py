@@ -271,6 +271,11 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
             model.fit(train_dataset(data["train"], config), validation_data=data["val"],
                       initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
                       callbacks=callbacks, verbose=0)
+        elif done == end > start and not fixed:
+            # resumed right after the phase's last epoch: its fit ended by restoring the best epoch, which
+            # checkpoints/last.keras (the last epoch) does not hold
+            callbacks = _callbacks(out, config, say, clock)
+            _continue_phase(model, callbacks, _read_history(history_csv), start, done, lr, say, ended=True)
         start = end
     if model.input_shape[1] != config.image_size:  # resumed after the last epoch of the warm-up
         model = _resized(model, config.image_size, config)
@@ -447,7 +452,8 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
     ]
 
 
-def _continue_phase(model, callbacks, history: dict[str, list[float]], start: int, done: int, lr: float, say):
+def _continue_phase(model, callbacks, history: dict[str, list[float]], start: int, done: int, lr: float, say,
+                    ended: bool = False):
     """Give a phase resumed after epoch ``done`` the state one uninterrupted fit would have had.
 
     EarlyStopping and ReduceLROnPlateau start afresh with every fit, so a resumed phase used to forget
@@ -457,9 +463,12 @@ def _continue_phase(model, callbacks, history: dict[str, list[float]], start: in
     as Keras computed them; the best epoch's weights come from checkpoints/best.keras when best.json
     says it holds that epoch (Adam's state: ``_carry_optimizer``).
 
+    ``ended``: epoch ``done`` was the phase's last; the best epoch's weights go into ``model``, as
+    early stopping restores them at the end of a fit.
+
     Returns:
-        (learning rate to continue at, whether the phase had already stopped early); if it had, the
-        best epoch's weights are now in ``model`` and the caller skips the rest of the phase.
+        (learning rate to continue at, whether the phase is over: stopped early or ``ended``); if it is,
+        the best epoch's weights are now in ``model`` and the caller skips the rest of the phase.
     """
     import math
     import warnings
@@ -489,9 +498,10 @@ def _continue_phase(model, callbacks, history: dict[str, list[float]], start: in
     except (OSError, ValueError):
         saved = {}
     if stopper.best is None or saved.get("epoch") != stopper.best_epoch:
-        say(f"checkpoints/best.keras does not hold the phase's best epoch so far ({saved or 'no best.json'}): "
-            "early stopping and rate cuts start afresh, as in a new fit")
-        return lr, False
+        found = f"checkpoints/best.keras does not hold the phase's best epoch so far ({saved or 'no best.json'})"
+        say(f"{found}: keeping the last epoch" if ended
+            else f"{found}: early stopping and rate cuts start afresh, as in a new fit")
+        return lr, ended
     stopper.best_weights = load(marker.saver.filepath, compile=False).get_weights()
     marker.saver.best = stopper.best  # best.keras is replaced only by a better epoch
     for cb in (stopper, cutter):
@@ -499,8 +509,9 @@ def _continue_phase(model, callbacks, history: dict[str, list[float]], start: in
     lr = float(stand_in.optimizer.learning_rate)
     say(f"phase state after epoch {done}: best epoch {stopper.best_epoch + 1} (val_auc {stopper.best:.4f}), "
         f"{stopper.wait} epoch(s) since, lr {lr:g}")
-    if stand_in.stop_training:
-        say(f"the phase had stopped early after epoch {stopper.stopped_epoch + 1}; keeping epoch {stopper.best_epoch + 1}")
+    if stand_in.stop_training or ended:
+        how = f"stopped early after epoch {stopper.stopped_epoch + 1}" if stand_in.stop_training else "ended"
+        say(f"the phase had {how}; keeping epoch {stopper.best_epoch + 1}")
         model.set_weights(stopper.best_weights)
         return lr, True
     return lr, False
