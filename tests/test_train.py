@@ -351,6 +351,30 @@ def test_the_warm_up_runs_all_its_epochs_early_stopping_only_in_the_main_phase(t
     epochs = [m.split(":")[0] for m in messages if m.startswith("epoch ")]
     assert epochs == ["epoch 1", "epoch 2", "epoch 3", "epoch 4"] and manifest.training["epochs_run"] == 4
     assert [m for m in messages if m.startswith("training epochs")][1].startswith("training epochs 4-4")
+    # history.csv names every column, also the learning rate logged only from the main phase on (Keras's
+    # CSVLogger kept the warm-up's header and shifted the main phase's values one column right)
+    header, *rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert "learning_rate" in header.split(",") and all(len(r.split(",")) == len(header.split(",")) for r in rows)
+    logged = [float(m.rsplit("val_auc ", 1)[1]) for m in messages if m.startswith("epoch ")]
+    history = manifest.training["history"]
+    assert np.allclose(history["val_auc"], logged, atol=5e-4)  # the log rounds to 3 decimals
+    assert np.isnan(history["learning_rate"][:3]).all() and history["learning_rate"][3] == pytest.approx(1e-3)
+
+
+def test_history_written_by_keras_csvlogger_is_read_by_its_keys(tmp_path):
+    """Runs before the History callback: a warm-up's header, the main phase's rows with learning_rate added
+    in sorted order; 0.5.1's manifest read val_auc from those rows' val_accuracy."""
+    train = importlib.import_module("asinfer.trainer.train")
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,accuracy,auc,loss,val_accuracy,val_auc,val_loss\n"
+                    "0,0.5,0.6,0.7,0.2,0.61,1.3\n"
+                    "1,0.7,0.8,0.0002,0.5,0.55,0.78,0.54\n")
+    history = train._read_history(path)
+    assert history["val_auc"] == [0.61, 0.78] and history["val_loss"] == [1.3, 0.54] and history["loss"] == [0.7, 0.5]
+    assert np.isnan(history["learning_rate"][0]) and history["learning_rate"][1] == 0.0002
+    path.write_text("epoch,auc,val_auc\n0,0.5\n")
+    with pytest.raises(ValueError, match="line 2 has 2 values for 3 columns"):
+        train._read_history(path)
 
 
 @requires_tf

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -435,6 +436,33 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
                 tmp.write_text(json.dumps({"epoch": epoch, "val_auc": float(self.seen)}))
                 os.replace(tmp, self.best_json)
 
+    class History(keras.callbacks.Callback):
+        """history.csv, one row per epoch over every phase and resume, under a header naming every key.
+
+        Keras's CSVLogger, appending, keeps the header it finds: a key logged only from a later phase on
+        (``learning_rate``, once ReduceLROnPlateau runs after the warm-up) shifted those rows' values one
+        column right of their names, so "val_auc" read val_accuracy. Here the file is rewritten whole
+        (it is small) with the union of the keys.
+        """
+
+        def on_epoch_end(self, epoch, logs=None):
+            path = out / "history.csv"
+            history = _read_history(path)
+            kept = sum(1 for e in history.get("epoch", []) if e < epoch)  # a redone epoch replaces its row
+            row = {"epoch": float(epoch), **{k: float(v) for k, v in (logs or {}).items()}}
+            keys = ["epoch", *sorted((set(history) | set(row)) - {"epoch"})]
+            nan = [math.nan] * kept
+            columns = {k: history.get(k, nan)[:kept] + [row.get(k, math.nan)] for k in keys}
+            tmp = path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(keys)
+                for i in range(kept + 1):
+                    values = [columns[k][i] for k in keys]
+                    writer.writerow([int(v) if k == "epoch" else "NA" if math.isnan(v) else repr(v)
+                                     for k, v in zip(keys, values)])
+            os.replace(tmp, path)
+
     best = keras.callbacks.ModelCheckpoint(out / "checkpoints" / "best.keras", monitor="val_auc", mode="max",
                                            save_best_only=True)
     return [
@@ -446,7 +474,7 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
                                           restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3, patience=2, min_lr=1e-6),
         ]),
-        keras.callbacks.CSVLogger(out / "history.csv", append=True),
+        History(),
         Report(),
         *([TieStatistics()] if config.mirror_tied else []),
     ]
@@ -470,7 +498,6 @@ def _continue_phase(model, callbacks, history: dict[str, list[float]], start: in
         (learning rate to continue at, whether the phase is over: stopped early or ``ended``); if it is,
         the best epoch's weights are now in ``model`` and the caller skips the rest of the phase.
     """
-    import math
     import warnings
     from types import SimpleNamespace
 
@@ -548,11 +575,21 @@ def _read_history(path: Path) -> dict[str, list[float]]:
     if not path.exists():
         return {}
     with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    # CSVLogger writes NA for a metric an epoch did not log (e.g. a phase without validation data), and a
-    # resumed or multi-phase run may add columns later; every key keeps one value per epoch (nan: none).
-    keys = list(dict.fromkeys(k for r in rows for k in r if k))
-    return {k: [float(r[k]) if r.get(k) not in (None, "", "NA") else float("nan") for r in rows] for k in keys}
+        header, *lines = [line for line in csv.reader(fh) if line] or [[]]
+    rows = []
+    for number, line in enumerate(lines, 2):
+        names = header
+        if len(line) == len(header) + 1 and "learning_rate" not in header:
+            # written by Keras's CSVLogger (before the History callback): it kept the first phase's header
+            # and wrote a later phase's rows with learning_rate added, every row's keys sorted
+            names = [header[0], *sorted([*header[1:], "learning_rate"])]
+        if len(line) != len(names):
+            raise ValueError(f"{path}: line {number} has {len(line)} values for {len(names)} columns")
+        rows.append(dict(zip(names, line)))
+    # NA: a metric an epoch did not log (e.g. a phase without validation data); every key keeps one
+    # value per epoch (nan: none)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: [float(r[k]) if r.get(k) not in (None, "", "NA") else math.nan for r in rows] for k in keys}
 
 
 def _evaluate(model, splits, config: TrainConfig):
