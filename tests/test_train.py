@@ -358,7 +358,8 @@ def test_the_warm_up_runs_all_its_epochs_early_stopping_only_in_the_main_phase(t
     logged = [float(m.rsplit("val_auc ", 1)[1]) for m in messages if m.startswith("epoch ")]
     history = manifest.training["history"]
     assert np.allclose(history["val_auc"], logged, atol=5e-4)  # the log rounds to 3 decimals
-    assert np.isnan(history["learning_rate"][:3]).all() and history["learning_rate"][3] == pytest.approx(1e-3)
+    assert history["learning_rate"][:3] == [None] * 3 and history["learning_rate"][3] == pytest.approx(1e-3)
+    json.loads((tmp_path / "run" / "manifest.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
 
 
 def test_history_written_by_keras_csvlogger_is_read_by_its_keys(tmp_path):

@@ -710,7 +710,8 @@ def _write_manifest(out, config, data_path, split_info, failures, metrics, thres
                   "unreadable_files": failures[:50], "config": asdict(config),
                   "epochs_run": len(history.get("epoch", [])), "wall_time_s": round(wall, 1),
                   "machine": describe_machine(),
-                  "history": history},
+                  # an epoch that did not log a key (the warm-up's learning_rate): null, as strict JSON has no NaN
+                  "history": {k: [None if math.isnan(v) else v for v in values] for k, values in history.items()}},
         metrics=metrics,
         series_rule=series_rule,
         tools=_tool_versions(),
