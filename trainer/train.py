@@ -448,19 +448,17 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
         def on_epoch_end(self, epoch, logs=None):
             path = out / "history.csv"
             history = _read_history(path)
-            kept = sum(1 for e in history.get("epoch", []) if e < epoch)  # a redone epoch replaces its row
-            row = {"epoch": float(epoch), **{k: float(v) for k, v in (logs or {}).items()}}
-            keys = ["epoch", *sorted((set(history) | set(row)) - {"epoch"})]
-            nan = [math.nan] * kept
-            columns = {k: history.get(k, nan)[:kept] + [row.get(k, math.nan)] for k in keys}
+            rows = [dict(zip(history, values)) for values in zip(*history.values())]
+            rows = [r for r in rows if r["epoch"] < epoch]  # a redone epoch replaces its row
+            rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+            keys = ["epoch", *sorted({k for r in rows for k in r} - {"epoch"})]
             tmp = path.with_suffix(".csv.tmp")
             with open(tmp, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(keys)
-                for i in range(kept + 1):
-                    values = [columns[k][i] for k in keys]
-                    writer.writerow([int(v) if k == "epoch" else "NA" if math.isnan(v) else repr(v)
-                                     for k, v in zip(keys, values)])
+                writer = csv.DictWriter(fh, keys, restval="NA")
+                writer.writeheader()
+                for r in rows:
+                    writer.writerow({k: int(v) if k == "epoch" else "NA" if math.isnan(v) else repr(v)
+                                     for k, v in r.items()})
             os.replace(tmp, path)
 
     best = keras.callbacks.ModelCheckpoint(out / "checkpoints" / "best.keras", monitor="val_auc", mode="max",
