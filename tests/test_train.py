@@ -193,6 +193,79 @@ def test_without_the_best_epochs_weights_a_resume_starts_the_callbacks_afresh(tm
     assert "start afresh" in messages[0]
 
 
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("warmup, epochs", [(False, 2), (True, 1), (False, 3)],
+                         ids=["the last epoch", "the first epoch after a warm-up", "an epoch before the last"])
+def test_a_run_stopped_inside_an_epoch_resumes_after_its_last_checkpointed_batch(tmp_path, monkeypatch, warmup,
+                                                                                 epochs):
+    """Stopped inside epoch 2: the resume trains only that epoch's remaining batches (Adam's step count ends
+    where an uninterrupted run's does), then the phase's later epochs, without a second batch-norm
+    re-estimation, and the phase ends on its best epoch."""
+    import keras
+
+    train = importlib.import_module("asinfer.trainer.train")
+    cfg = train.TrainConfig(synth={"patients": 8, "slices": 3, "seed": 4, "size": 96}, image_size=32 + 16 * warmup,
+                            epochs=epochs, warmup_epochs=int(warmup), warmup_size=32, bn_reestimate_batches=1,
+                            batch_size=4, calibration_images=4, learning_rate_after_warmup=1e-4)
+    run = tmp_path / "run"
+    monkeypatch.setattr(train, "PARTIAL_EVERY_S", 0.0)  # a checkpoint after every batch
+    saves, save = [], train._save_partial
+
+    def save_then_stop(model, folder, epoch, batches):
+        save(model, folder, epoch, batches)
+        saves.append((epoch, batches))
+        if epoch == 1:
+            raise _Killed
+
+    monkeypatch.setattr(train, "_save_partial", save_then_stop)
+    first = []
+    with pytest.raises(_Killed):
+        train.train(cfg, run, progress=first.append)
+    steps = saves[-2][1] + 1  # epoch 1 was saved after each batch but its last
+    assert steps >= 3 and saves == [*((0, b) for b in range(1, steps)), (1, 1)]
+    monkeypatch.setattr(train, "_save_partial", save)
+    messages = []
+    manifest = train.train(cfg, run, resume=True, progress=messages.append)
+
+    assert f"resuming inside epoch 2 after batch 1 from {run / 'checkpoints' / 'partial-1-1.keras'}" in messages
+    size = cfg.image_size
+    assert any(m.startswith(f"training the rest of epoch 2 at {size}x{size}: batches 2-{steps} ") for m in messages)
+    later = [m for m in messages if m.startswith("training epochs")]
+    total = int(warmup) + epochs
+    assert [m.split(" at ")[0] for m in later] == ([f"training epochs 3-{total}"] if total > 2 else []), messages
+    assert [m.split(":")[0] for m in messages if m.startswith("epoch ")] == [f"epoch {e}" for e in range(2, total + 1)]
+    assert (f"batch norm statistics re-estimated at {size}x{size} over 1 batches" in first) == warmup
+    assert not any(m.startswith("batch norm statistics re-estimated") for m in messages), messages  # done before
+    assert any(m.startswith("optimizer state carried over (step ") for m in messages), messages
+    assert manifest.training["epochs_run"] == total and len(manifest.training["history"]["val_auc"]) == total
+    assert not [p.name for p in (run / "checkpoints").iterdir() if "partial" in p.name]
+    last = keras.models.load_model(run / "checkpoints" / "last.keras", compile=True)
+    # Adam counts the phase's steps (a new phase starts it afresh): the epoch's remaining batches, no more
+    assert int(last.optimizer.iterations.numpy()) == cfg.epochs * steps
+    saved = keras.models.load_model(run / "model.keras").get_weights()
+    best = keras.models.load_model(run / "checkpoints" / "best.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(saved, best))  # the phase ended on its best epoch
+
+
+def test_a_stale_partial_checkpoint_is_not_resumed_from(tmp_path):
+    train = importlib.import_module("asinfer.trainer.train")
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "partial-3-5.keras").write_bytes(b"x")
+    (folder / "tmp-partial-3-6.keras").write_bytes(b"half written")
+    (folder / "partial.json").write_text(json.dumps({"epoch": 3, "batches": 5, "file": "partial-3-5.keras"}))
+    assert train._partial_state(folder) == {"epoch": 3, "batches": 5, "file": "partial-3-5.keras"}
+    (folder / "partial.json").write_text(json.dumps({"epoch": 3, "batches": 5, "file": "partial-3-4.keras"}))
+    assert train._partial_state(folder) == {}  # names a file that is not there
+    (folder / "partial.json").write_text("{")
+    assert train._partial_state(folder) == {}
+    train._drop_partial(folder)
+    assert list(folder.iterdir()) == []
+
+
 def test_resuming_a_finished_run_keeps_its_model(run_dir):
     from asinfer.trainer.train import TrainConfig, train
 

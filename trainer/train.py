@@ -9,6 +9,7 @@ Run directory (what ``asinfer.trainer.convert`` reads):
                        test; at most PARITY_CAP): images, labels, split; conversion parity is judged on it
     train_config.json  the config that reproduces the run
     history.csv, roc.png, curves.png, checkpoints/last.keras (resume)
+    checkpoints/partial.json + partial-E-B.keras: inside an epoch (resume there); gone at its end
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from .data import load_indexed, read_dataset_info, read_index, split_by_patient
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PARITY_CAP = 1000  # slices for conversion parity: enough for a steady agreement and ΔAUC, cheap to run
+# A checkpoint inside an epoch at most this often: an epoch at 224 px takes about an hour on two cores, and a
+# run stopped in it resumes after the last such batch instead of from the epoch's start.
+PARTIAL_EVERY_S = 600.0
 log = logging.getLogger("asinfer.trainer")
 
 
@@ -230,7 +234,15 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
     ckpt = out / "checkpoints" / "last.keras"
     history_csv = out / "history.csv"
     done = _epochs_done(history_csv) if resume and ckpt.exists() else 0
-    if done:
+    partial = _partial_state(ckpt.parent) if resume else {}
+    if partial.get("epoch") != done:  # none, or older than the last finished epoch, or another run's
+        _drop_partial(ckpt.parent)
+        partial = {}
+    if partial:
+        say(f"resuming inside epoch {done + 1} after batch {partial['batches']} from "
+            f"{ckpt.parent / partial['file']}")
+        model = load(ckpt.parent / partial["file"], compile=True)
+    elif done:
         say(f"resuming after epoch {done} from {ckpt}")
         model = load(ckpt, compile=True)
     else:
@@ -263,15 +275,26 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
                 if stopped:
                     start = end
                     continue
-            checkpointed = model.optimizer if done > start and not resized else None
+            skip = partial.get("batches", 0) if start <= done < end else 0  # of epoch `done`, already trained
+            checkpointed = model.optimizer if (done > start or skip) and not resized else None
             _compile(model, lr)
             if checkpointed is not None:
                 _carry_optimizer(checkpointed, model, say)
             frozen_text = f"blocks 1-{frozen} frozen" if frozen else "all blocks trainable"
-            say(f"training epochs {max(done, start) + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
-            model.fit(train_dataset(data["train"], config), validation_data=data["val"],
-                      initial_epoch=max(done, start), epochs=end, class_weight=_class_weights(data["train"][1]),
-                      callbacks=callbacks, verbose=0)
+            first = max(done, start)
+            fit = dict(validation_data=data["val"], class_weight=_class_weights(data["train"][1]),
+                       callbacks=callbacks, verbose=0)
+            if skip:
+                steps = math.ceil(len(data["train"][0]) / config.batch_size)
+                say(f"training the rest of epoch {first + 1} at {size}x{size}: batches {skip + 1}-{steps} "
+                    f"(drawn afresh; its training metrics cover these), {frozen_text}, lr {lr:g}")
+                dataset = train_dataset(data["train"], config).take(steps - skip)
+                if _finish_epoch(model, dataset, first, skip, first + 1 == end, fit):
+                    start = end
+                    continue
+                first += 1
+            say(f"training epochs {first + 1}-{end} at {size}x{size}: {frozen_text}, lr {lr:g}")
+            model.fit(train_dataset(data["train"], config), initial_epoch=first, epochs=end, **fit)
         elif done == end > start and not fixed:
             # resumed right after the phase's last epoch: its fit ended by restoring the best epoch, which
             # checkpoints/last.keras (the last epoch) does not hold
@@ -281,6 +304,65 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
     if model.input_shape[1] != config.image_size:  # resumed after the last epoch of the warm-up
         model = _resized(model, config.image_size, config)
     return model, _read_history(history_csv)
+
+
+def _finish_epoch(model, dataset, epoch: int, skip: int, last: bool, fit: dict) -> bool:
+    """Train the rest of epoch ``epoch``, which a stopped run had trained ``skip`` batches of.
+
+    A fit of its own, so two things one uninterrupted fit would not do are held back: early stopping
+    restoring the best epoch's weights at its end (unless the phase ends here: stopped early, or
+    ``last``), and the next fit resetting what early stopping and the rate cuts have counted.
+
+    Returns:
+        Whether the phase is over; if so, its best epoch's weights are in ``model``.
+    """
+    import keras
+
+    callbacks = fit["callbacks"]
+    counters = [cb for cb in callbacks
+                if isinstance(cb, (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau))]
+    stopper = next((cb for cb in counters if isinstance(cb, keras.callbacks.EarlyStopping)), None)
+    next(cb for cb in callbacks if hasattr(cb, "skip")).skip = skip
+    if stopper is not None:
+        stopper.on_train_end = lambda logs=None: None
+    model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1, **fit)
+    over = bool(model.stop_training) or last
+    for cb in counters:
+        cb.on_train_begin = lambda logs=None: None  # the fit after this one goes on counting
+    if stopper is not None:
+        del stopper.on_train_end
+        if over:
+            stopper.on_train_end()
+    return over
+
+
+def _partial_state(folder: Path) -> dict:
+    """checkpoints/partial.json ({epoch, batches, file}) if the file it names is there, else {}."""
+    try:
+        state = json.loads((folder / "partial.json").read_text())
+        return state if (folder / state["file"]).is_file() and state["batches"] > 0 else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _save_partial(model, folder: Path, epoch: int, batches: int) -> None:
+    """Model and optimizer after ``batches`` batches of ``epoch``: the file first, then partial.json naming it
+    (each written whole, then renamed), then the older file goes; a kill at any point leaves a pair that agrees."""
+    name = f"partial-{epoch}-{batches}.keras"
+    model.save(folder / f"tmp-{name}")
+    os.replace(folder / f"tmp-{name}", folder / name)
+    tmp = folder / "partial.json.tmp"
+    tmp.write_text(json.dumps({"epoch": epoch, "batches": batches, "file": name}))
+    os.replace(tmp, folder / "partial.json")
+    for stale in folder.glob("*partial-*.keras"):
+        if stale.name != name:
+            stale.unlink()
+
+
+def _drop_partial(folder: Path) -> None:
+    (folder / "partial.json").unlink(missing_ok=True)
+    for stale in folder.glob("*partial-*.keras"):
+        stale.unlink()
 
 
 def reestimate_batch_norm(model, data, config: TrainConfig, say) -> None:
@@ -461,6 +543,26 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
                                      for k, v in r.items()})
             os.replace(tmp, path)
 
+    class MidEpoch(keras.callbacks.Callback):
+        """A checkpoint inside the epoch every PARTIAL_EVERY_S (never after its last batch: the epoch's end
+        writes last.keras); dropped once the epoch's row is in history.csv. ``skip``: batches of the first
+        epoch trained before a resume."""
+
+        skip = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.since = epoch, time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if time.monotonic() - self.since >= PARTIAL_EVERY_S and batch + 1 < (self.params.get("steps") or 0):
+                _save_partial(self.model, out / "checkpoints", self.epoch, self.skip + batch + 1)
+                clock.save()
+                self.since = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.skip = 0
+            _drop_partial(out / "checkpoints")
+
     best = keras.callbacks.ModelCheckpoint(out / "checkpoints" / "best.keras", monitor="val_auc", mode="max",
                                            save_best_only=True)
     return [
@@ -473,6 +575,7 @@ def _callbacks(out: Path, config: TrainConfig, say, clock: _Clock, fixed: bool =
             keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3, patience=2, min_lr=1e-6),
         ]),
         History(),
+        MidEpoch(),  # after History: the epoch's row is written before its partial checkpoint goes
         Report(),
         *([TieStatistics()] if config.mirror_tied else []),
     ]
