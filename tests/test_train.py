@@ -237,7 +237,8 @@ def test_a_run_stopped_inside_an_epoch_resumes_after_its_last_checkpointed_batch
     total = int(warmup) + epochs
     assert [m.split(" at ")[0] for m in later] == ([f"training epochs 3-{total}"] if total > 2 else []), messages
     assert [m.split(":")[0] for m in messages if m.startswith("epoch ")] == [f"epoch {e}" for e in range(2, total + 1)]
-    assert (f"batch norm statistics re-estimated at {size}x{size} over 1 batches" in first) == warmup
+    assert [m for m in first if m.startswith("batch norm statistics re-estimated")] == (
+        [f"batch norm statistics re-estimated at {size}x{size} over 1 batches"] if warmup else [])  # not at 32 px
     assert not any(m.startswith("batch norm statistics re-estimated") for m in messages), messages  # done before
     assert any(m.startswith("optimizer state carried over (step ") for m in messages), messages
     assert manifest.training["epochs_run"] == total and len(manifest.training["history"]["val_auc"]) == total

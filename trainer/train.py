@@ -267,7 +267,7 @@ def _fit(config: TrainConfig, splits, out: Path, resume: bool, say, clock: _Cloc
             if resized:
                 model = _resized(model, size, config)
             freeze(vgg_base(model), frozen)
-            if resized and done <= start and config.bn_reestimate_batches:
+            if resized and done <= start and start > 0 and config.bn_reestimate_batches:  # trained weights only
                 reestimate_batch_norm(model, data, config, say)
             callbacks = _callbacks(out, config, say, clock, fixed=fixed)
             if done > start and not fixed:  # resumed inside this phase
