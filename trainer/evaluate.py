@@ -3,6 +3,7 @@ settings and the independent test source, with patient-bootstrap intervals.
 
     python -m asinfer.trainer.evaluate models/asinfer-vgg16-phantom [--patients 40] [--only NAME,...]
                                        [--keras runs/demo/model.keras] [--record] [--json out.json]
+    python -m asinfer.trainer.evaluate runs/mine/bundle --against models/asinfer-vgg16-phantom
 
 Each condition renders ``--patients`` fresh phantom series of 12 slices (half positive; seeds no
 recipe trains on), runs them through the engine exactly as ``asinfer predict`` would (the bundle's
@@ -16,6 +17,10 @@ preprocessing, its default CPU artifact) and reports:
 * ``lesion_sensitivity``: slice sensitivity by how much brighter the slice's lesions are than their
   surroundings (:func:`lesion_brightening`), so a source whose lesions are found less often although
   they are as bright shows as such (a model that learned one generator's way of drawing a lesion).
+
+``--against BASE`` compares instead (:func:`compare`): both bundles run on the same phantoms, so the
+difference of their slice and series AUC gets a paired interval (each resample takes the same patients
+for both), far narrower than two separate intervals when the models err on the same slices.
 
 ``--record`` stores the table in the manifest (``metrics["conditions"]``); the model card shows it,
 with the issue's targets beside it (:data:`TARGETS`). Synthetic phantoms only: these numbers say how
@@ -124,6 +129,53 @@ def evaluate(bundle: Path | None = None, patients: int = 40, conditions: tuple[C
             "validation": _validation(clf.manifest), "bootstrap": BOOTSTRAP, "keras_reference": str(keras_model) if keras_model else None}
 
 
+def compare(bundle: Path, base: Path, patients: int = 40, conditions: tuple[Condition, ...] = CONDITIONS,
+            progress: Callable[[str], None] = log.info) -> dict:
+    """``bundle`` against ``base`` on the same phantoms, per condition: each one's slice and series AUC and
+    ``difference`` (bundle - base) with a paired 95 % interval, from resampling whole patients, the same
+    ones for both bundles. Each bundle runs as ``asinfer predict`` would run it (its own preprocessing,
+    default CPU artifact, series rule), so bundles of different input sizes or recipes compare as shipped.
+    """
+    clfs = (engine.load(bundle, provider="cpu"), engine.load(base, provider="cpu"))
+    rows = []
+    for condition in conditions:
+        labels, group, truth = [], [], []
+        probs, series_scores = ([], []), ([], [])
+        for k, series, frames in _draw(condition, patients):
+            for clf, p, q in zip(clfs, probs, series_scores):
+                scores = clf.run(clf.preprocessor(frames))
+                p += scores.tolist()
+                q.append(clf.series_rule.decide(scores.tolist())[0])
+            labels += [int(v) for v in series.slice_labels]
+            group += [k] * len(frames)
+            truth.append(int(series.label))
+        row = {"name": condition.name, "group": condition.group, "seed": condition.seed, "patients": patients,
+               "slice": _paired(np.array(labels), *map(np.array, probs), np.array(group)),
+               "series": _paired(np.array(truth), *map(np.array, series_scores), np.arange(patients))}
+        d = row["slice"]
+        progress(f"{condition.name}: slice AUC {d['auc']} against {d['base_auc']}, difference {d['difference']} "
+                 f"{d['difference_95']}; series {row['series']['difference']} {row['series']['difference_95']}")
+        rows.append(row)
+    return {"bundle": str(bundle), "against": str(base), "artifacts": [c.artifact.format for c in clfs],
+            "patients": patients, "slices_per_series": SLICES, "bootstrap": BOOTSTRAP, "conditions": rows}
+
+
+def _paired(labels: np.ndarray, scores: np.ndarray, base: np.ndarray, group: np.ndarray,
+            reps: int = BOOTSTRAP) -> dict:
+    """AUC of ``scores`` and of ``base`` on the same ``labels``, their difference and its 95 % interval."""
+    auc, base_auc = roc_auc(labels, scores), roc_auc(labels, base)
+    differences = []
+    for take in _resamples(group, reps):
+        a, b = roc_auc(labels[take], scores[take]), roc_auc(labels[take], base[take])
+        if a is not None and b is not None:
+            differences.append(a - b)
+    interval = ([_r(v) for v in np.percentile(differences, [2.5, 97.5])]
+                if len(differences) >= reps // 2 else None)
+    return {"auc": _r(auc), "base_auc": _r(base_auc),
+            "difference": _r(auc - base_auc) if auc is not None and base_auc is not None else None,
+            "difference_95": interval}
+
+
 def _validation(manifest) -> dict:
     """Sensitivity and specificity the bundle measured on its validation split, slice and series level."""
     slice_, series = manifest.metrics.get("validation") or {}, manifest.metrics.get("series_validation") or {}
@@ -140,14 +192,18 @@ def _with_drift(rates: dict, validation: dict) -> dict:
     return out
 
 
-def _measure(clf, condition: Condition, patients: int, reference) -> dict:
+def _draw(condition: Condition, patients: int):
+    """Yield ``(k, series, frames)`` per patient of ``condition``: the same phantoms on every call."""
     generate = _source(condition.source)
-    rng = np.random.SeedSequence(condition.seed)
+    for k, child in enumerate(np.random.SeedSequence(condition.seed).spawn(patients)):
+        series = generate(child, slices=SLICES, positive=bool(k % 2), patient_id=f"E{k:03d}", **condition.generator)
+        yield k, series, [_frame(series, i, condition.export, f"E{k:03d}_s{i}") for i in range(len(series.images))]
+
+
+def _measure(clf, condition: Condition, patients: int, reference) -> dict:
     labels, probs, flipped, agree, series_of, truth, graph, graph_flipped = [], [], [], [], [], [], [], []
     brightening = []  # per slice: its lesions' brightening over their surroundings (nan: no lesion)
-    for k, child in enumerate(rng.spawn(patients)):
-        series = generate(child, slices=SLICES, positive=bool(k % 2), patient_id=f"E{k:03d}", **condition.generator)
-        frames = [_frame(series, i, condition.export, f"E{k:03d}_s{i}") for i in range(len(series.images))]
+    for k, series, frames in _draw(condition, patients):
         batch = clf.preprocessor(frames)
         p = clf.run(batch)
         probs += p.tolist()
@@ -326,17 +382,23 @@ def _rates(labels: np.ndarray, positive: np.ndarray) -> dict:
 
 def _interval(labels: np.ndarray, scores: np.ndarray, group: np.ndarray, reps: int = BOOTSTRAP) -> list | None:
     """95 % percentile interval of the AUC, resampling whole patients (their slices travel together)."""
-    members = [np.flatnonzero(group == g) for g in np.unique(group)]
-    rng = np.random.default_rng(0)
     values = []
-    for _ in range(reps):
-        take = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+    for take in _resamples(group, reps):
         auc = roc_auc(labels[take], scores[take])
         if auc is not None:
             values.append(auc)
     if len(values) < reps // 2:
         return None
     return [_r(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def _resamples(group: np.ndarray, reps: int):
+    """``reps`` bootstrap resamples of the indices, whole groups (patients) at a time; seeded, so the
+    same ``group`` gets the same resamples on every call (and two bundles on one condition share them)."""
+    members = [np.flatnonzero(group == g) for g in np.unique(group)]
+    rng = np.random.default_rng(0)
+    for _ in range(reps):
+        yield np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
 
 
 def _keras(path: Path, mirror_average: bool = False):
@@ -369,7 +431,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keras", type=Path, help="the run's model.keras, for the int8 agreement")
     parser.add_argument("--record", action="store_true", help="store the table in the bundle's manifest")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--against", type=Path, metavar="BASE",
+                        help="compare with this bundle on the same phantoms (paired intervals) instead")
     args = parser.parse_args(argv)
+    if args.against and (args.record or args.keras):
+        parser.error("--against compares two bundles; --record and --keras belong to one bundle's own table")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     chosen = CONDITIONS
     if args.only:
@@ -379,7 +445,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown condition(s) {unknown}; known: {[c.name for c in CONDITIONS]}")
         chosen = tuple(c for c in CONDITIONS if c.name in names)
     bundle = args.bundle or engine.default_model()
-    result = evaluate(bundle, args.patients, chosen, args.keras)
+    result = (compare(bundle, args.against, args.patients, chosen) if args.against
+              else evaluate(bundle, args.patients, chosen, args.keras))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
