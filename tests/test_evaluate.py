@@ -159,23 +159,23 @@ def test_compare_pairs_two_bundles_on_the_same_phantoms(tmp_path):
     from asinfer.trainer.evaluate import compare, main
     from asinfer.trainer.tiny import write_tiny_bundle
 
-    tiny_bundle, other = tmp_path / "base", tmp_path / "other"  # two input sizes, two sets of weights
-    write_tiny_bundle(tiny_bundle, size=32, formats=("onnx-fp32",))
+    base, other = tmp_path / "base", tmp_path / "other"  # two input sizes, two sets of weights
+    write_tiny_bundle(base, size=32, formats=("onnx-fp32",))
     write_tiny_bundle(other, size=48, formats=("onnx-fp32",), seed=3, bias=0.05)
     conditions = (Condition("small", "in-distribution", generator={"size": 96}, seed=11),)
-    result = compare(other, tiny_bundle, patients=6, conditions=conditions, progress=lambda _: None)
+    result = compare(other, base, patients=6, conditions=conditions, progress=lambda _: None)
     (row,) = result["conditions"]
     alone = {b: evaluate(b, patients=6, conditions=conditions, progress=lambda _: None)["conditions"][0]
-             for b in (other, tiny_bundle)}
+             for b in (other, base)}
     for level in ("slice", "series"):  # each side is what evaluate measures on the same phantoms
         assert row[level]["auc"] == alone[other][level]["auc"]
-        assert row[level]["base_auc"] == alone[tiny_bundle][level]["auc"]
+        assert row[level]["base_auc"] == alone[base][level]["auc"]
         low, high = row[level]["difference_95"]
         assert row[level]["difference"] == pytest.approx(row[level]["auc"] - row[level]["base_auc"], abs=2e-4)
         assert low <= row[level]["difference"] <= high
     assert row["slice"]["difference"] != 0.0 and row["series"]["difference"] != 0.0  # the models differ
-    (same,) = compare(tiny_bundle, tiny_bundle, patients=6, conditions=conditions, progress=lambda _: None)[
+    (same,) = compare(base, base, patients=6, conditions=conditions, progress=lambda _: None)[
         "conditions"]
     assert same["slice"]["difference"] == 0.0 and same["slice"]["difference_95"] == [0.0, 0.0]
     with pytest.raises(SystemExit):
-        main([str(other), "--against", str(tiny_bundle), "--record"])
+        main([str(other), "--against", str(base), "--record"])

@@ -169,11 +169,9 @@ def _paired(labels: np.ndarray, scores: np.ndarray, base: np.ndarray, group: np.
         a, b = roc_auc(labels[take], scores[take]), roc_auc(labels[take], base[take])
         if a is not None and b is not None:
             differences.append(a - b)
-    interval = ([_r(v) for v in np.percentile(differences, [2.5, 97.5])]
-                if len(differences) >= reps // 2 else None)
     return {"auc": _r(auc), "base_auc": _r(base_auc),
             "difference": _r(auc - base_auc) if auc is not None and base_auc is not None else None,
-            "difference_95": interval}
+            "difference_95": _percentile_95(differences, reps)}
 
 
 def _validation(manifest) -> dict:
@@ -387,9 +385,12 @@ def _interval(labels: np.ndarray, scores: np.ndarray, group: np.ndarray, reps: i
         auc = roc_auc(labels[take], scores[take])
         if auc is not None:
             values.append(auc)
-    if len(values) < reps // 2:
-        return None
-    return [_r(v) for v in np.percentile(values, [2.5, 97.5])]
+    return _percentile_95(values, reps)
+
+
+def _percentile_95(values: list[float], reps: int) -> list | None:
+    """The 2.5th and 97.5th percentiles of bootstrap ``values``; None when under half the ``reps`` had one."""
+    return [_r(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) >= reps // 2 else None
 
 
 def _resamples(group: np.ndarray, reps: int):
